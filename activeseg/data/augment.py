@@ -1,0 +1,59 @@
+"""Random shift, rotation, flip and zoom for training batches (images and masks together)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def augment_batch(
+    images_B_C_H_W: torch.Tensor,
+    masks_B_H_W: torch.Tensor,
+    generator: torch.Generator,
+    max_rotation_deg: float = 20.0,
+    max_shift: float = 0.1,
+    zoom: tuple[float, float] = (0.9, 1.1),
+    flip: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply one random affine transform (plus flips) per item.
+
+    Images are resampled bilinearly, masks with nearest neighbour; pixels shifted in from outside the
+    patch are reflected. All randomness comes from ``generator``.
+
+    Args:
+        images_B_C_H_W: float images.
+        masks_B_H_W: integer class masks.
+        max_rotation_deg: rotation drawn uniformly in ±this.
+        max_shift: translation drawn uniformly in ±this fraction of the side.
+        zoom: scale range.
+        flip: random horizontal and vertical flips.
+
+    Returns:
+        (augmented images, augmented masks) of the input shapes and dtypes.
+    """
+    b = images_B_C_H_W.shape[0]
+    dev = images_B_C_H_W.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(b, generator=generator)).to(dev)
+
+    angle = uniform(-max_rotation_deg, max_rotation_deg) * math.pi / 180
+    scale = 1.0 / uniform(*zoom)
+    tx, ty = uniform(-max_shift, max_shift) * 2, uniform(-max_shift, max_shift) * 2
+    sx = torch.ones(b, device=dev)
+    sy = torch.ones(b, device=dev)
+    if flip:
+        sx = torch.where(uniform(0, 1) < 0.5, -sx, sx)
+        sy = torch.where(uniform(0, 1) < 0.5, -sy, sy)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack(
+        [torch.stack([cos * sx, -sin * sy, tx], 1), torch.stack([sin * sx, cos * sy, ty], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(images_B_C_H_W.shape), align_corners=False)
+    images = F.grid_sample(images_B_C_H_W, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    masks = F.grid_sample(
+        masks_B_H_W[:, None].float(), grid, mode="nearest", padding_mode="reflection", align_corners=False
+    )[:, 0].to(masks_B_H_W.dtype)
+    return images, masks

@@ -1,0 +1,91 @@
+"""In-memory segmentation dataset of equally sized patches, and tiling/normalisation helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SegDataset:
+    """Patches ready for training.
+
+    Attributes:
+        images: ``[N, C, H, W]`` float32, normalised intensities (about [0, 1]).
+        masks: ``[N, H, W]`` uint8 class indices (binary: 0 background, 1 foreground).
+        item_ids: N unique strings naming where each patch came from (``source_z17_r0_c2``).
+        groups: ``[N]`` int; patches sharing a group (one source image or a block of neighbouring
+            slices/frames) always land on the same side of a split.
+        num_classes: C of the masks (2 for binary).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    item_ids: list[str]
+    groups: np.ndarray
+    num_classes: int = 2
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if not (len(self.masks) == len(self.item_ids) == len(self.groups) == n):
+            raise ValueError(
+                f"dataset parts disagree in length: images {n}, masks {len(self.masks)}, "
+                f"ids {len(self.item_ids)}, groups {len(self.groups)}"
+            )
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be [N, C, H, W], got shape {self.images.shape}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.images.shape[1])
+
+    def subset(self, idx: np.ndarray) -> SegDataset:
+        idx = np.asarray(idx, dtype=np.int64)
+        return SegDataset(
+            self.images[idx],
+            self.masks[idx],
+            [self.item_ids[i] for i in idx],
+            self.groups[idx],
+            self.num_classes,
+        )
+
+
+def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Scale intensities so the ``low``/``high`` percentiles map to 0/1, clipped to [0, 1].
+
+    Args:
+        image: ``[H, W]`` or ``[H, W, C]`` array of any numeric dtype (channels normalised together).
+
+    Returns:
+        float32 array of the same shape.
+    """
+    image = image.astype(np.float32)
+    lo, hi = np.percentile(image, [low, high])
+    if hi <= lo:
+        return np.zeros_like(image)
+    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+
+
+def tile(array: np.ndarray, size: int) -> list[tuple[int, int, np.ndarray]]:
+    """Cut the leading two axes of ``array`` into non-overlapping ``size`` × ``size`` tiles.
+
+    Rows/columns that do not fill a whole tile are dropped; an image smaller than one tile is
+    zero-padded to a single tile.
+
+    Returns:
+        list of (row index, column index, tile).
+    """
+    h, w = array.shape[:2]
+    if h < size or w < size:
+        pad = [(0, max(0, size - h)), (0, max(0, size - w))] + [(0, 0)] * (array.ndim - 2)
+        array = np.pad(array, pad)
+        h, w = array.shape[:2]
+    out = []
+    for r in range(h // size):
+        for c in range(w // size):
+            out.append((r, c, array[r * size : (r + 1) * size, c * size : (c + 1) * size]))
+    return out

@@ -1,0 +1,222 @@
+"""One simulated active-learning run: rounds of train → evaluate → score pool → select → label → record.
+
+Every round's randomness is derived from ``(seed, round)`` (model initialisation, batch sampling,
+augmentation, dropout masks, random picks), so a run resumed from its ledger ends with the same records
+as one that never stopped. The ledger (``ledger.jsonl``) gets one JSON line per finished round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from activeseg.acquisition import get_strategy
+from activeseg.config import SimConfig
+from activeseg.data import Pool, SegDataset, make_split
+from activeseg.metrics import mean_metrics
+from activeseg.models import UNet
+from activeseg.report.ledger import append_record, read_ledger
+from activeseg.scoring import pick_device, uncertainty_maps
+from activeseg.train import evaluate, fit
+from activeseg.uncertainty import get_estimator
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """The seed of one round's randomness (rounds of different run seeds never collide)."""
+    return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
+
+
+def new_model(cfg: SimConfig, dataset: SegDataset, seed: int) -> UNet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet(
+            in_channels=dataset.in_channels,
+            num_classes=dataset.num_classes,
+            depth=cfg.depth,
+            base_filters=cfg.base_filters,
+            dropout=cfg.dropout,
+            residual=cfg.residual,
+        )
+
+
+def make_strategy(cfg: SimConfig):
+    overrides = {"reduction": cfg.reduction} if cfg.reduction and cfg.strategy != "random" else {}
+    return get_strategy(cfg.strategy, **overrides)
+
+
+def train_round(cfg: SimConfig, dataset: SegDataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int,
+                device: str, init_state: dict | None = None):
+    """A model trained on ``train_idx`` (duplicates allowed) with the round's seed; best-val weights."""
+    model = new_model(cfg, dataset, seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    gen = torch.Generator().manual_seed(seed)
+    # Dropout draws from the global RNG: fork and seed it so the round is reproducible bit for bit.
+    with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []):
+        torch.manual_seed(seed)
+        result = fit(
+            model,
+            dataset.images[train_idx],
+            dataset.masks[train_idx],
+            dataset.images[val_idx],
+            dataset.masks[val_idx],
+            cfg.train_config(),
+            gen,
+            device=device,
+        )
+    return model, result
+
+
+def _as_list(per_item: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    return {k: [round(float(x), 6) for x in v] for k, v in per_item.items()}
+
+
+def run_reference(cfg: SimConfig, dataset: SegDataset, run_dir: Path) -> dict:
+    """Train once on initial + whole pool; the 'full-pool' score that targets are relative to."""
+    path = run_dir / "reference.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    device = pick_device(cfg.device)
+    split = make_split(dataset, cfg.initial, cfg.split_seed, cfg.seed, max_pool=cfg.max_pool)
+    train_idx = np.concatenate([split.initial, split.pool])
+    t0 = time.perf_counter()
+    model, result = train_round(cfg, dataset, train_idx, split.val, round_seed(cfg.seed, 0), device)
+    test = evaluate(model, dataset.images[split.test], dataset.masks[split.test], device=device)
+    ref = {
+        "val_dice": result.best_val_dice,
+        "test_dice": float(test["dice"].mean()),
+        "n_annotations": int(len(train_idx)),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ref, indent=1))
+    return ref
+
+
+def _check_saved_config(run_dir: Path, cfg: SimConfig) -> None:
+    saved = json.loads((run_dir / "config.json").read_text())
+    now = json.loads(cfg.to_json())
+    differ = {k for k in now if k not in ("rounds", "device", "heatmaps") and saved.get(k) != now[k]}
+    if differ:
+        pairs = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {now[k]!r}" for k in sorted(differ))
+        raise ValueError(f"{run_dir}: cannot resume with a different config ({pairs}); use another --out")
+
+
+def run_simulation(cfg: SimConfig, dataset: SegDataset, run_dir: str | Path, resume: bool = False,
+                   progress: bool = True) -> list[dict]:
+    """Run (or resume) one strategy × seed; return all ledger records.
+
+    Args:
+        cfg: the run's config (strategy and seed included).
+        dataset: the full labelled dataset; the split is derived from ``cfg``.
+        run_dir: output folder: ``config.json``, ``split.json``, ``ledger.jsonl``, ``heatmaps/``.
+        resume: continue after the last finished round of an existing ledger.
+        progress: show a progress bar over rounds.
+    """
+    run_dir = Path(run_dir)
+    ledger = run_dir / "ledger.jsonl"
+    if ledger.exists() and not resume:
+        raise FileExistsError(f"{ledger} exists; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "config.json").exists() and resume:
+        _check_saved_config(run_dir, cfg)
+    (run_dir / "config.json").write_text(cfg.to_json())
+    device = pick_device(cfg.device)
+    strategy = make_strategy(cfg)
+    estimator = get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size)
+    split = make_split(dataset, cfg.initial, cfg.split_seed, cfg.seed, max_pool=cfg.max_pool)
+    split.to_json(dataset, run_dir / "split.json", cfg.split_seed)
+    pool = Pool(np.concatenate([split.initial, split.pool]))
+    pool.label(pool.pool_idx_of(split.initial), 1)
+
+    records = read_ledger(ledger) if ledger.exists() else []
+    for rec in records:  # replay the picks of finished rounds
+        picked = [s["dataset_idx"] for s in rec["selected"]]
+        if picked:
+            pool.label(pool.pool_idx_of(picked), rec["round"] + 1)
+    state = None
+    if cfg.warm_start and records:
+        state = torch.load(run_dir / "last_model.pt", map_location="cpu", weights_only=True)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.rounds, initial=len(records), desc=f"{cfg.strategy} seed {cfg.seed}", unit="round",
+               disable=not progress, leave=False)
+    for round_ in range(len(records) + 1, cfg.rounds + 1):
+        rseed = round_seed(cfg.seed, round_)
+        t0 = time.perf_counter()
+        model, fitres = train_round(cfg, dataset, pool.training_dataset_idx(), split.val, rseed, device,
+                                    state if cfg.warm_start else None)
+        t1 = time.perf_counter()
+        val = evaluate(model, dataset.images[split.val], dataset.masks[split.val], device=device)
+        test = evaluate(model, dataset.images[split.test], dataset.masks[split.test], device=device)
+        t2 = time.perf_counter()
+        selected: list[dict] = []
+        t3 = t4 = t2
+        candidates = pool.candidates(cfg.no_delete)
+        if round_ < cfg.rounds and len(candidates):
+            cand_dataset_idx = pool.dataset_idx[candidates]
+            if strategy.needs_model:
+                est = estimator.__class__(**{**estimator.__dict__, "seed": rseed}) if hasattr(estimator, "seed") else estimator
+                scores = np.concatenate([
+                    np.asarray(strategy.score(p), np.float64)
+                    for p in est.batches(model, dataset.images[cand_dataset_idx], device)
+                ])
+            else:
+                scores = np.zeros(len(candidates))
+            t3 = time.perf_counter()
+            chosen = strategy.select(scores, cfg.query, np.random.default_rng(rseed))
+            t4 = time.perf_counter()
+            picked_pool = candidates[chosen]
+            selected = [
+                {"dataset_idx": int(d), "item_id": dataset.item_ids[d], "score": float(scores[c])}
+                for d, c in zip(pool.dataset_idx[picked_pool], chosen, strict=True)
+            ]
+            _save_heatmaps(cfg, model, dataset, [s["dataset_idx"] for s in selected], strategy, estimator,
+                           run_dir / "heatmaps" / f"round_{round_:02d}", device)
+        record = {
+            "round": round_,
+            "strategy": cfg.strategy,
+            "seed": cfg.seed,
+            "n_annotations": pool.n_annotations,
+            "train_size": pool.train_size,
+            "val": mean_metrics(val),
+            "test": mean_metrics(test),
+            "val_per_item": _as_list(val),
+            "test_per_item": _as_list(test),
+            "selected": selected,
+            "seconds": {"train": round(t1 - t0, 3), "evaluate": round(t2 - t1, 3),
+                        "score": round(t3 - t2, 3), "select": round(t4 - t3, 4)},
+            "best_step": fitres.best_step,
+            "best_val_dice_during_training": fitres.best_val_dice,
+        }
+        if cfg.warm_start:
+            torch.save(model.state_dict(), run_dir / "last_model.pt")
+            state = model.state_dict()
+        append_record(ledger, record)
+        records.append(record)
+        if selected:
+            pool.label(pool.pool_idx_of([s["dataset_idx"] for s in selected]), round_ + 1)
+        bar.update(1)
+    bar.close()
+    return records
+
+
+def _save_heatmaps(cfg, model, dataset, dataset_idx, strategy, estimator, out_dir: Path, device: str) -> None:
+    """Overlays (image, prediction, uncertainty, ground truth) of the first ``cfg.heatmaps`` picks."""
+    idx = list(dataset_idx)[: cfg.heatmaps]
+    if not idx:
+        return
+    from activeseg.report.heatmaps import save_overlay
+
+    fg, maps = uncertainty_maps(model, dataset.images[idx], strategy, estimator, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for j, d in enumerate(idx):
+        img = dataset.images[d]
+        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+        save_overlay(out_dir / f"{dataset.item_ids[d]}.png", img, fg[j], maps[j],
+                     title=f"{dataset.item_ids[d]} ({cfg.strategy})", mask_H_W=dataset.masks[d])

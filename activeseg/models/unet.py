@@ -1,0 +1,100 @@
+"""2-D U-Net with dropout after every max-pool, for MC-dropout uncertainty.
+
+Follows the axon-myelin active-learning U-Net (dropout after each max-pooling layer so that keeping
+dropout on at test time samples the approximate posterior) with batch norm and ReLU; residual blocks
+are optional. Output: logits ``[N, C, H, W]``; binary segmentation uses C = 2 with softmax.
+
+References:
+    Ronneberger et al., U-Net (2015), https://arxiv.org/abs/1505.04597;
+    Gal & Ghahramani, MC dropout (2016), https://arxiv.org/abs/1506.02142.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBlock(nn.Module):
+    """Two 3×3 conv – batch norm – ReLU layers; with ``residual`` a 1×1 projection skip is added."""
+
+    def __init__(self, in_ch: int, out_ch: int, residual: bool = False) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        )
+        self.skip = (nn.Conv2d(in_ch, out_ch, 1, bias=False) if in_ch != out_ch else nn.Identity()) if residual else None
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.skip is not None:
+            y = y + self.skip(x)
+        return self.act(y)
+
+
+class UNet(nn.Module):
+    """U-Net for ``num_classes``-way segmentation.
+
+    Args:
+        in_channels: image channels (1 gray, 3 RGB).
+        num_classes: C ≥ 2 output classes (softmax over axis 1).
+        depth: number of max-pool steps; input height and width must be divisible by 2**depth.
+        base_filters: filters of the first level, doubled at each level.
+        dropout: rate of the dropout after every max-pool (0 disables MC dropout).
+        residual: residual conv blocks.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        depth: int = 3,
+        base_filters: int = 16,
+        dropout: float = 0.2,
+        residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}; use 2 for binary segmentation (softmax over 2 classes)")
+        if depth < 1:
+            raise ValueError(f"depth={depth}; the U-Net needs at least one pooling level")
+        self.depth = depth
+        chans = [base_filters * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        prev = in_channels
+        for c in chans[:-1]:
+            self.down.append(ConvBlock(prev, c, residual))
+            prev = c
+        self.pool = nn.MaxPool2d(2)
+        self.drops = nn.ModuleList(nn.Dropout(dropout) for _ in range(depth))
+        self.bottom = ConvBlock(chans[-2], chans[-1], residual)
+        self.up = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        for i in reversed(range(depth)):
+            self.up.append(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2))
+            self.up_blocks.append(ConvBlock(2 * chans[i], chans[i], residual))
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, C, H, W]`` for images ``[N, in_channels, H, W]``."""
+        m = 2**self.depth
+        if x.shape[-1] % m or x.shape[-2] % m:
+            raise ValueError(
+                f"input is {x.shape[-2]}×{x.shape[-1]} but a depth-{self.depth} U-Net needs sides divisible "
+                f"by {m}; pad the image or use patches of a multiple of {m}"
+            )
+        skips = []
+        for block, drop in zip(self.down, self.drops, strict=True):
+            x = block(x)
+            skips.append(x)
+            x = drop(self.pool(x))
+        x = self.bottom(x)
+        for up, block in zip(self.up, self.up_blocks, strict=True):
+            x = up(x)
+            x = block(torch.cat([x, skips.pop()], dim=1))
+        return self.head(x)

@@ -1,0 +1,88 @@
+"""Score a pool with any model: the acquisition core shared by simulation and the human loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from activeseg.acquisition import get_strategy
+from activeseg.uncertainty import MCDropout, get_estimator
+
+
+def pick_device(device: str | None = "auto") -> str:
+    """``auto`` (or None) → ``cuda`` when available, else ``cpu``; anything else is passed through."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _resolve(strategy):
+    return get_strategy(strategy) if isinstance(strategy, str) else strategy
+
+
+def score_pool(
+    model: nn.Module,
+    images_N_C_H_W,
+    strategy="bald",
+    k: int = 20,
+    batch_size: int = 16,
+    device: str | None = "auto",
+    seed: int = 0,
+    estimator=None,
+    progress=None,
+) -> np.ndarray:
+    """One uncertainty score per image, higher = more worth labelling.
+
+    Streams over the images: for each batch it runs the estimator (MC dropout with ``k`` passes unless
+    ``estimator`` is given), reduces ``probs_B_K_C_*`` to per-image scores and keeps only those.
+
+    Args:
+        model: any ``nn.Module`` with dropout returning logits ``[N, C, H, W]`` or ``[N, C]``.
+        images_N_C_H_W: numpy array or tensor of inputs.
+        strategy: a registered strategy name (e.g. ``"bald"``, ``"std_edt"``) or a strategy object.
+        k: MC-dropout passes.
+        batch_size: images per forward pass.
+        device: ``"auto"`` picks CUDA when present.
+        seed: seed of the dropout masks.
+        estimator: an object with ``batches(model, images, device)`` (see ``activeseg.uncertainty``).
+        progress: optional callable(n_images_done).
+
+    Returns:
+        ``scores_N`` float64.
+    """
+    strategy = _resolve(strategy)
+    n = len(images_N_C_H_W)
+    if not strategy.needs_model:
+        return strategy.score(np.zeros((n, 1, 2), np.float32))
+    device = pick_device(device)
+    model.to(device)
+    estimator = estimator or MCDropout(k=k, batch_size=batch_size, seed=seed)
+    scores = []
+    done = 0
+    for probs in estimator.batches(model, images_N_C_H_W, device):
+        scores.append(np.asarray(strategy.score(probs), dtype=np.float64))
+        done += len(probs)
+        if progress is not None:
+            progress(done)
+    return np.concatenate(scores) if scores else np.zeros(0)
+
+
+def uncertainty_maps(
+    model: nn.Module, images_N_C_H_W, strategy, estimator, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean foreground probability ``[N, H, W]`` and the strategy's uncertainty map ``[N, H, W]``.
+
+    Used for heatmaps of a few items, so it keeps everything in memory. Strategies without a map
+    (random) fall back to BALD so the annotator still sees where the model is unsure.
+    """
+    strategy = _resolve(strategy)
+    if not strategy.needs_model:
+        strategy = get_strategy("bald")
+    if isinstance(estimator, str):
+        estimator = get_estimator(estimator)
+    fg, maps = [], []
+    for probs in estimator.batches(model, images_N_C_H_W, device):
+        fg.append(probs.mean(1)[:, 1:].sum(1).numpy())
+        maps.append(np.asarray(strategy.map(probs)))
+    return np.concatenate(fg), np.concatenate(maps)

@@ -1,0 +1,131 @@
+"""Hand-computed tables and edge cases for activeseg.metrics."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from activeseg.metrics import (
+    annotations_to_target,
+    area_under_curve,
+    mean_band,
+    mean_metrics,
+    segmentation_metrics,
+    wilcoxon_paired,
+)
+
+# (case, pred, target, dice, iou, sensitivity, specificity), one item of 4 pixels each.
+TABLE = [
+    ("half overlap", [1, 1, 0, 0], [1, 0, 1, 0], 0.5, 1 / 3, 0.5, 0.5),
+    ("one false positive", [1, 1, 1, 0], [1, 1, 0, 0], 0.8, 2 / 3, 1.0, 0.5),
+    ("both empty", [0, 0, 0, 0], [0, 0, 0, 0], 1.0, 1.0, 1.0, 1.0),
+    ("empty GT, non-empty pred", [1, 0, 0, 0], [0, 0, 0, 0], 0.0, 0.0, 1.0, 0.75),
+    ("empty pred, non-empty GT", [0, 0, 0, 0], [1, 1, 0, 0], 0.0, 0.0, 0.0, 1.0),
+    ("GT all foreground", [1, 1, 0, 0], [1, 1, 1, 1], 2 / 3, 0.5, 0.5, 1.0),
+    ("both full", [1, 1, 1, 1], [1, 1, 1, 1], 1.0, 1.0, 1.0, 1.0),
+    ("disjoint", [1, 0, 0, 0], [0, 1, 0, 0], 0.0, 0.0, 0.0, 2 / 3),
+]
+
+
+@pytest.mark.parametrize("case,pred,target,dice,iou,sens,spec", TABLE, ids=[row[0] for row in TABLE])
+def test_metric_table(case, pred, target, dice, iou, sens, spec):
+    out = segmentation_metrics(np.array([pred]), np.array([target]))
+    assert set(out) == {"dice", "iou", "sensitivity", "specificity"}
+    for name, expected in [("dice", dice), ("iou", iou), ("sensitivity", sens), ("specificity", spec)]:
+        assert out[name].dtype == np.float64
+        assert out[name].shape == (1,)
+        assert out[name][0] == pytest.approx(expected), name
+
+
+def test_batched_2d_matches_rows():
+    pred_N_H_W = np.array([row[1] for row in TABLE], dtype=bool).reshape(len(TABLE), 2, 2)
+    target_N_H_W = np.array([row[2] for row in TABLE], dtype=bool).reshape(len(TABLE), 2, 2)
+    out = segmentation_metrics(pred_N_H_W, target_N_H_W)
+    np.testing.assert_allclose(out["dice"], [row[3] for row in TABLE])
+    np.testing.assert_allclose(out["iou"], [row[4] for row in TABLE])
+    np.testing.assert_allclose(out["sensitivity"], [row[5] for row in TABLE])
+    np.testing.assert_allclose(out["specificity"], [row[6] for row in TABLE])
+
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 4, 4\).*\(2, 4, 5\)"):
+        segmentation_metrics(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=30))
+def test_metrics_bounded_and_dice_iou_consistent(pairs):
+    pred = np.array([[p for p, _ in pairs]])
+    target = np.array([[t for _, t in pairs]])
+    out = segmentation_metrics(pred, target)
+    for values in out.values():
+        assert 0.0 <= values[0] <= 1.0
+    iou = out["iou"][0]
+    assert out["dice"][0] == pytest.approx(2 * iou / (1 + iou))
+
+
+def test_mean_metrics():
+    means = mean_metrics({"dice": np.array([0.5, 1.0]), "iou": [0.2, 0.4, 0.6]})
+    assert means == pytest.approx({"dice": 0.75, "iou": 0.4})
+    assert all(isinstance(v, float) for v in means.values())
+    assert math.isnan(mean_metrics({"dice": []})["dice"])
+
+
+@pytest.mark.parametrize(
+    "values,target,higher,expected",
+    [
+        ([0.5, 0.7, 0.9], 0.7, True, 8),  # reached exactly at round 2
+        ([0.5, 0.7, 0.9], 0.95, True, None),  # never reached
+        ([0.5, 0.7, 0.9], 0.4, True, 4),  # reached at the first round
+        ([0.3, 0.12, 0.04], 0.05, False, 12),  # error: lower is better
+        ([float("nan"), 0.8, 0.9], 0.5, True, 8),  # a missing value is skipped
+    ],
+)
+def test_annotations_to_target(values, target, higher, expected):
+    assert annotations_to_target([4, 8, 12], values, target, higher_is_better=higher) == expected
+
+
+def test_annotations_to_target_length_mismatch():
+    with pytest.raises(ValueError, match="one value per round"):
+        annotations_to_target([4, 8], [0.1], 0.5)
+
+
+def test_mean_band_hand_computed_t_interval():
+    curves_S_R = np.array([[0.5, 0.6], [0.7, 0.8], [0.6, np.nan]])
+    mean_R, lo_R, hi_R = mean_band(curves_S_R, level=0.9)
+    # column 0: n=3, mean 0.6, sd 0.1, t(0.95, df=2) = 2.919986
+    # column 1: n=2, mean 0.7, sd sqrt(0.02), t(0.95, df=1) = 6.313752
+    half_R = np.array([2.919986 * 0.1 / math.sqrt(3), 6.313752 * math.sqrt(0.02) / math.sqrt(2)])
+    np.testing.assert_allclose(mean_R, [0.6, 0.7])
+    np.testing.assert_allclose(lo_R, mean_R - half_R, rtol=1e-6)
+    np.testing.assert_allclose(hi_R, mean_R + half_R, rtol=1e-6)
+
+
+def test_mean_band_one_seed_collapses_and_empty_column_is_nan():
+    mean_R, lo_R, hi_R = mean_band(np.array([[0.3, np.nan]]))
+    assert mean_R[0] == lo_R[0] == hi_R[0] == 0.3
+    assert np.isnan(mean_R[1]) and np.isnan(lo_R[1]) and np.isnan(hi_R[1])
+
+
+def test_area_under_curve():
+    assert area_under_curve([0, 10, 20], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
+    assert area_under_curve([20, 0, 10], [1.0, 0.0, 1.0]) == pytest.approx(0.75)  # order-free
+    assert area_under_curve([4, 8, 12], [0.6, 0.77, 0.8]) == pytest.approx(0.735)
+    assert area_under_curve([5], [0.4]) == pytest.approx(0.4)
+    assert area_under_curve([0, 10, 20], [0.5, np.nan, 0.5]) == pytest.approx(0.5)
+
+
+def test_wilcoxon_matches_scipy():
+    rng = np.random.default_rng(0)
+    a = rng.random(20)
+    b = a + rng.normal(0.05, 0.1, size=20)
+    assert wilcoxon_paired(a, b) == pytest.approx(stats.wilcoxon(a, b, alternative="two-sided").pvalue)
+
+
+def test_wilcoxon_all_equal_and_length_mismatch():
+    assert wilcoxon_paired([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]) == 1.0
+    with pytest.raises(ValueError, match="same length"):
+        wilcoxon_paired([0.1, 0.2], [0.1])

@@ -1,0 +1,194 @@
+"""The report package on fake run directories: ledger I/O, discovery, figures and the summary."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from activeseg.metrics import wilcoxon_paired
+from activeseg.report import (
+    append_record,
+    build_report,
+    find_runs,
+    plot_learning_curves,
+    read_ledger,
+    save_overlay,
+)
+from activeseg.report.curves import curve_matrix
+
+N_ANNOTATIONS = [4, 8, 12]
+REFERENCE = {0: 0.8, 1: 0.9}  # targets: 0.76 and 0.855
+TEST_DICE = {
+    ("bald", 0): [0.6, 0.77, 0.8],  # reaches 0.76 at 8
+    ("bald", 1): [0.7, 0.8, 0.86],  # reaches 0.855 at 12
+    ("random", 0): [0.5, 0.6, 0.7],  # never reaches 0.76
+    ("random", 1): [0.6, 0.86, 0.88],  # reaches 0.855 at 8
+}
+
+
+def per_item(strategy, seed):
+    base = np.linspace(0.4, 0.9, 6) + 0.01 * seed
+    return base + (np.array([0.05, 0.02, 0.08, 0.01, 0.04, 0.03]) if strategy == "bald" else 0.0)
+
+
+def write_run(root: Path, strategy: str, seed: int, reference: bool = True) -> Path:
+    run_dir = root / strategy / f"seed_{seed}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(
+        {"strategy": strategy, "seed": seed, "dataset": "nuclei", "rounds": 3, "query": 4}))
+    if reference:
+        (run_dir / "reference.json").write_text(json.dumps(
+            {"val_dice": 0.8, "test_dice": REFERENCE[seed], "n_annotations": 40}))
+    for r, (n, dice) in enumerate(zip(N_ANNOTATIONS, TEST_DICE[strategy, seed], strict=True), start=1):
+        items = per_item(strategy, seed) if r == 3 else np.full(6, dice)
+        means = {"dice": np.float64(dice), "iou": dice / 2, "sensitivity": 0.9, "specificity": 0.99}
+        append_record(run_dir / "ledger.jsonl", {
+            "round": r, "strategy": strategy, "seed": seed, "n_annotations": n, "train_size": n,
+            "val": means, "test": means,
+            "test_per_item": {"dice": items, "iou": items / 2, "sensitivity": items, "specificity": items},
+            "selected": [] if r == 3 else [
+                {"dataset_idx": np.int64(12 + r), "item_id": f"it{r}", "score": 0.3}
+            ],
+            "seconds": {"train": 3.1, "evaluate": 0.2, "score": 1.0, "select": 0.001},
+            "best_step": 150,
+        })
+    return run_dir
+
+
+@pytest.fixture
+def runs_root(tmp_path):
+    root = tmp_path / "runs"
+    for strategy in ("random", "bald"):
+        for seed in (0, 1):
+            write_run(root, strategy, seed)
+    rng = np.random.default_rng(0)
+    save_overlay(
+        root / "bald" / "seed_0" / "heatmaps" / "round_1" / "stardist_r0_c1.png",
+        rng.random((32, 32)), rng.random((32, 32)), rng.random((32, 32)),
+        title="round 1", mask_H_W=rng.random((32, 32)) > 0.5,
+    )
+    return root
+
+
+def test_append_record_converts_numpy_and_reads_back(tmp_path):
+    path = tmp_path / "deep" / "dir" / "ledger.jsonl"
+    append_record(path, {"a": np.float32(0.5), "b": np.arange(3), "c": (np.int64(2), "x"), "d": None})
+    append_record(path, {"round": 2})
+    assert read_ledger(path) == [{"a": 0.5, "b": [0, 1, 2], "c": [2, "x"], "d": None}, {"round": 2}]
+    with pytest.raises(TypeError, match="cannot write"):
+        append_record(path, {"bad": object()})
+
+
+def test_truncated_last_line_is_skipped_with_warning(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    append_record(path, {"round": 1})
+    append_record(path, {"round": 2})
+    with open(path, "a") as f:
+        f.write('{"round": 3, "stra')
+    with pytest.warns(UserWarning, match="truncated last line 3"):
+        records = read_ledger(path)
+    assert [r["round"] for r in records] == [1, 2]
+
+
+def test_corrupt_middle_line_raises_with_line_number(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    path.write_text('{"round": 1}\nnot json\n{"round": 3}\n')
+    with pytest.raises(ValueError, match=r"ledger\.jsonl: line 2 "):
+        read_ledger(path)
+
+
+def test_find_runs_accepts_run_strategy_and_parent_dirs(runs_root):
+    assert len(find_runs([runs_root / "bald" / "seed_0"])) == 1
+    assert len(find_runs([str(runs_root / "bald")])) == 2
+    runs = find_runs([runs_root])
+    assert len(runs) == 4
+    assert {(r.strategy, r.seed) for r in runs} == {(s, k) for s in ("random", "bald") for k in (0, 1)}
+    assert runs[0].reference["n_annotations"] == 40 and len(runs[0].records) == 3
+    assert len(find_runs([runs_root / "bald", runs_root])) == 4  # no duplicates
+
+
+def test_find_runs_without_ledger_says_what_was_expected(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(FileNotFoundError, match="no ledger.jsonl found; pass the --out directory"):
+        find_runs([tmp_path / "x"])
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        find_runs([tmp_path / "missing"])
+
+
+def test_curve_matrix_aligns_rounds_with_nan(runs_root):
+    runs = find_runs([runs_root / "bald"])
+    short = runs[1]
+    short.records = short.records[:2]
+    n_ann_R, values_S_R = curve_matrix(runs)
+    np.testing.assert_allclose(n_ann_R, N_ANNOTATIONS)
+    assert values_S_R.shape == (2, 3) and np.isnan(values_S_R[1, 2])
+    assert values_S_R[0, 2] == pytest.approx(0.8)
+    out = plot_learning_curves(runs, runs_root.parent / "fig" / "curve.png")
+    assert Image.open(out).size[0] > 300
+
+
+def test_save_overlay_rgb_without_mask_and_shape_error(tmp_path):
+    rng = np.random.default_rng(1)
+    out = save_overlay(tmp_path / "o.png", rng.random((16, 20, 3)), np.zeros((16, 20)), rng.random((16, 20)))
+    with Image.open(out) as img:
+        assert img.size[0] > 200 and img.size[1] > 100
+    with pytest.raises(ValueError, match="uncertainty_H_W has shape"):
+        save_overlay(tmp_path / "p.png", np.zeros((16, 20)), np.zeros((16, 20)), np.zeros((20, 16)))
+
+
+def test_build_report(runs_root, tmp_path):
+    out = tmp_path / "report"
+    summary = build_report([str(runs_root)], out)
+    for name in ("learning_curve.png", "summary.md", "summary.csv", "summary.json", "index.html"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["learning_curve.png", "summary.md", "summary.csv", "summary.json", "index.html"])
+    with Image.open(out / "learning_curve.png") as img:
+        img.load()
+        assert img.size[0] > 300 and img.size[1] > 200
+
+    assert json.loads((out / "summary.json").read_text()) == summary
+    bald, rnd = summary["strategies"]["bald"], summary["strategies"]["random"]
+    assert [p["annotations_to_target"] for p in bald["per_seed"]] == [8, 12]
+    assert bald["annotations_to_target_mean"] == pytest.approx(10.0)
+    assert bald["annotations_to_target_reached"] == 2
+    assert [p["annotations_to_target"] for p in rnd["per_seed"]] == [None, 8]
+    assert rnd["annotations_to_target_mean"] == pytest.approx(8.0)
+    assert rnd["annotations_to_target_reached"] == 1
+    assert bald["final_test_dice_mean"] == pytest.approx(0.83)
+    assert bald["final_test_dice_sd"] == pytest.approx(np.std([0.8, 0.86], ddof=1))
+    assert bald["per_seed"][0]["aulc"] == pytest.approx(0.735)
+    assert summary["reference"]["test_dice_mean"] == pytest.approx(0.85)
+    expected_p = wilcoxon_paired(
+        np.concatenate([per_item("bald", 0), per_item("bald", 1)]),
+        np.concatenate([per_item("random", 0), per_item("random", 1)]),
+    )
+    assert bald["wilcoxon_p_vs_random"] == pytest.approx(expected_p)
+    assert rnd["wilcoxon_p_vs_random"] is None
+
+    md = (out / "summary.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "strategy" not in line]
+    assert len(rows) == 2
+    assert any(r.startswith("| bald ") and "10.0 (2/2) [8, 12]" in r for r in rows)
+    assert any(r.startswith("| random ") and "8.0 (1/2) [not reached, 8]" in r and "—" in r for r in rows)
+    csv_lines = (out / "summary.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[1].startswith("random,2,")
+
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # the curve + one heatmap
+    assert "stardist_r0_c1" in page
+
+
+def test_build_report_without_reference_or_random(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "bald", 0, reference=False)
+    summary = build_report([root / "bald" / "seed_0"], tmp_path / "report")
+    bald = summary["strategies"]["bald"]
+    assert bald["annotations_to_target_mean"] is None and bald["wilcoxon_p_vs_random"] is None
+    assert bald["final_test_dice_sd"] == 0.0
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert "reference was not computed" in md
+    row = next(line for line in md.splitlines() if line.startswith("| bald "))
+    assert row.split(" | ")[4] == "n/a" and row.rstrip(" |").endswith("—")
