@@ -19,8 +19,8 @@ from activeseg.config import SimConfig
 from activeseg.data import Pool, SegDataset, make_split
 from activeseg.metrics import mean_metrics
 from activeseg.models import UNet
-from activeseg.report.ledger import append_record, read_ledger
-from activeseg.scoring import pick_device, uncertainty_maps
+from activeseg.report.ledger import append_record, read_ledger, write_ledger
+from activeseg.scoring import pick_device, score_pool, uncertainty_maps
 from activeseg.train import evaluate, fit
 from activeseg.uncertainty import get_estimator
 
@@ -41,6 +41,11 @@ def new_model(cfg: SimConfig, dataset: SegDataset, seed: int) -> UNet:
             dropout=cfg.dropout,
             residual=cfg.residual,
         )
+
+
+def round_estimator(cfg: SimConfig, seed: int):
+    """The configured uncertainty estimator with the round's seed (fixed dropout masks per round)."""
+    return get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size, seed=seed)
 
 
 def make_strategy(cfg: SimConfig):
@@ -97,6 +102,10 @@ def run_reference(cfg: SimConfig, dataset: SegDataset, run_dir: Path) -> dict:
     return ref
 
 
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+
 def _check_saved_config(run_dir: Path, cfg: SimConfig) -> None:
     saved = json.loads((run_dir / "config.json").read_text())
     now = json.loads(cfg.to_json())
@@ -127,13 +136,14 @@ def run_simulation(cfg: SimConfig, dataset: SegDataset, run_dir: str | Path, res
     (run_dir / "config.json").write_text(cfg.to_json())
     device = pick_device(cfg.device)
     strategy = make_strategy(cfg)
-    estimator = get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size)
     split = make_split(dataset, cfg.initial, cfg.split_seed, cfg.seed, max_pool=cfg.max_pool)
     split.to_json(dataset, run_dir / "split.json", cfg.split_seed)
     pool = Pool(np.concatenate([split.initial, split.pool]))
     pool.label(pool.pool_idx_of(split.initial), 1)
 
     records = read_ledger(ledger) if ledger.exists() else []
+    if ledger.exists() and len(records) != _count_lines(ledger):
+        write_ledger(ledger, records)  # drop a line cut off by a kill, so appends start clean
     for rec in records:  # replay the picks of finished rounds
         picked = [s["dataset_idx"] for s in rec["selected"]]
         if picked:
@@ -160,14 +170,8 @@ def run_simulation(cfg: SimConfig, dataset: SegDataset, run_dir: str | Path, res
         candidates = pool.candidates(cfg.no_delete)
         if round_ < cfg.rounds and len(candidates):
             cand_dataset_idx = pool.dataset_idx[candidates]
-            if strategy.needs_model:
-                est = estimator.__class__(**{**estimator.__dict__, "seed": rseed}) if hasattr(estimator, "seed") else estimator
-                scores = np.concatenate([
-                    np.asarray(strategy.score(p), np.float64)
-                    for p in est.batches(model, dataset.images[cand_dataset_idx], device)
-                ])
-            else:
-                scores = np.zeros(len(candidates))
+            scores = score_pool(model, dataset.images[cand_dataset_idx], strategy, device=device,
+                                estimator=round_estimator(cfg, rseed))
             t3 = time.perf_counter()
             chosen = strategy.select(scores, cfg.query, np.random.default_rng(rseed))
             t4 = time.perf_counter()
@@ -176,7 +180,8 @@ def run_simulation(cfg: SimConfig, dataset: SegDataset, run_dir: str | Path, res
                 {"dataset_idx": int(d), "item_id": dataset.item_ids[d], "score": float(scores[c])}
                 for d, c in zip(pool.dataset_idx[picked_pool], chosen, strict=True)
             ]
-            _save_heatmaps(cfg, model, dataset, [s["dataset_idx"] for s in selected], strategy, estimator,
+            _save_heatmaps(cfg, model, dataset, [s["dataset_idx"] for s in selected], strategy,
+                           round_estimator(cfg, rseed),
                            run_dir / "heatmaps" / f"round_{round_:02d}", device)
         record = {
             "round": round_,

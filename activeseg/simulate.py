@@ -73,6 +73,11 @@ def simulate(cfg: SimConfig, strategies: list[str], seeds: list[int], out: str |
     """
     from tqdm.auto import tqdm
 
+    from activeseg.data import load_dataset
+
+    # Fetch and validate once here, so a bad dataset fails before any run starts and workers only read
+    # the cache (never two downloads racing into it).
+    load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=quiet)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
@@ -95,7 +100,7 @@ def simulate(cfg: SimConfig, strategies: list[str], seeds: list[int], out: str |
     for job in jobs:
         if job.kind == "run" and cfg.reference:
             ref = out / "reference" / f"seed_{job.cfg.seed}" / "reference.json"
-            if ref.exists():
+            if ref.exists() and job.run_dir.is_dir():
                 shutil.copyfile(ref, job.run_dir / "reference.json")
     for run_dir, _, err in results:
         if err:

@@ -1,0 +1,168 @@
+"""``activeseg`` command line: one subcommand per user task; argument handling only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from activeseg.config import SimConfig, load_config
+
+_HELP = {
+    "dataset": "'nuclei' or a folder with images/ and masks/",
+    "strategy": "strategy name; simulate takes a comma-separated list (e.g. random,bald,std_edt)",
+    "seed": "first seed (with --seeds N: seed .. seed+N-1)",
+    "split_seed": "seed of the train/val/test split (kept fixed across runs)",
+    "rounds": "rounds, each = train, evaluate, score, select",
+    "query": "items labelled per round",
+    "initial": "labelled items at the start",
+    "patch_size": "side of the square patches",
+    "max_pool": "keep at most this many pool items (random subset) to bound each round's cost",
+    "no_delete": "NoDelete: leave queried items in the pool; a re-pick duplicates it in training",
+    "warm_start": "fine-tune the previous round's weights instead of training from scratch",
+    "estimator": "mc_dropout or deterministic",
+    "mc_samples": "MC-dropout passes K",
+    "reduction": "override the strategy's map-to-score reduction (sum, mean, max, topq_mean, ...)",
+    "steps": "optimizer steps per round (fixed, as in the papers)",
+    "loss": "dice, wce (weighted cross-entropy) or dice+wce",
+    "heatmaps": "overlays saved per round (picked items)",
+    "device": "auto (CUDA when present), cpu, cuda, cuda:1, ...",
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per SimConfig field (``--key value``; booleans are switches)."""
+    g = p.add_argument_group("run settings (also settable in the --config TOML file)")
+    for f in fields(SimConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_ = _HELP.get(f.name, "") + f" (default: {default})"
+        if isinstance(default, bool):
+            if default:
+                g.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const",
+                               const=False, default=None, help=f"turn off {f.name} (default: on)")
+            else:
+                g.add_argument(flag, dest=f.name, action="store_const", const=True, default=None, help=help_)
+        else:
+            g.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_)
+
+
+def _config(args: argparse.Namespace, **fixed) -> SimConfig:
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(SimConfig)}
+    overrides.update(fixed)
+    return load_config(args.config, **overrides)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from activeseg.acquisition import STRATEGIES
+    from activeseg.simulate import simulate
+
+    cfg = _config(args)
+    strategies = [s.strip() for s in cfg.strategy.split(",") if s.strip()]
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad:
+        raise ValueError(f"unknown strategy {bad}; valid: {', '.join(sorted(STRATEGIES))}")
+    seeds = list(range(cfg.seed, cfg.seed + args.seeds))
+    if not args.quiet:
+        print(f"activeseg simulate: strategies {strategies}, seeds {seeds}, out {args.out}\n{cfg.to_json()}")
+    results = simulate(cfg, strategies, seeds, args.out, workers=args.workers,
+                       resume=args.resume, quiet=args.quiet)
+    failed = [r for r in results if r[2]]
+    if not args.quiet:
+        for run_dir, seconds, err in results:
+            print(f"  {'FAILED' if err else 'done  '} {run_dir} ({seconds:.0f} s)")
+    if args.report:
+        cmd_report(argparse.Namespace(paths=[args.out], out=args.report, quiet=args.quiet))
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from activeseg.report import build_report
+
+    build_report(args.paths, args.out)
+    if not args.quiet:
+        print((Path(args.out) / "summary.md").read_text())
+        print(f"report written to {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from activeseg.suggest import suggest
+
+    cfg = _config(args)
+    rows = suggest(args.images, args.masks, args.out, k=args.k, cfg=cfg, quiet=args.quiet)
+    if not args.quiet:
+        print(f"ranked {len(rows)} unlabelled image(s); label these next:")
+        for row in rows[: args.k]:
+            print(f"  {row['rank']:>3}  {row['file']}  score {row['score']:.4g}")
+        print(f"written: {Path(args.out) / 'suggestions.csv'}, heatmaps in {Path(args.out) / 'heatmaps'}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from activeseg.data import DATASETS, load_dataset
+    from activeseg.data.fetch import data_dir
+
+    if args.action == "list":
+        for name in DATASETS:
+            print(f"{name}\t(cache: {data_dir() / name})")
+        return 0
+    for name in args.names or list(DATASETS):
+        ds = load_dataset(name, patch_size=args.patch_size)
+        print(f"{name}: {len(ds)} patches of {ds.images.shape[2]}×{ds.images.shape[3]}, "
+              f"{ds.in_channels} channel(s), foreground fraction {ds.masks.mean():.3f}; cached in {data_dir()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="activeseg", description="Deep active learning for image segmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="run active-learning simulations on a fully labelled dataset")
+    p.add_argument("--config", help="TOML file with run settings (flags override it)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel processes (default 1)")
+    p.add_argument("--resume", action="store_true", help="continue runs from their ledgers")
+    p.add_argument("--report", metavar="DIR", help="also write the comparison report into DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("report", help="learning curves, summary table and heatmaps of simulation runs")
+    p.add_argument("paths", nargs="+", help="--out folders of simulate runs")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("suggest", help="rank a folder's unlabelled images for annotation (the human loop)")
+    p.add_argument("--images", required=True, help="folder of images (PNG/TIFF)")
+    p.add_argument("--masks", required=True, help="folder of masks for some images, same file stems")
+    p.add_argument("--k", type=int, default=8, help="suggestions to render as heatmaps (default 8)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", help="TOML file with model/training settings")
+    p.add_argument("--quiet", action="store_true")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_suggest)
+
+    p = sub.add_parser("data", help="list or fetch the bundled real datasets")
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("names", nargs="*", help="datasets to fetch (default: all)")
+    p.add_argument("--patch-size", type=int, default=64)
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"activeseg {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
