@@ -1,0 +1,45 @@
+"""``build_report``: from run folders to a report folder (figure, tables, JSON and one HTML page)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from activeseg.report.curves import plot_learning_curves
+from activeseg.report.page import render_page
+from activeseg.report.runs import find_runs
+from activeseg.report.summary import summarize
+from activeseg.report.tables import to_markdown, write_csv
+
+
+def build_report(
+    paths: Sequence[str | Path] | str | Path, out: str | Path, target_fraction: float = 0.95
+) -> dict:
+    """Compare the strategies of the runs under ``paths`` and write the report into ``out``.
+
+    Writes ``learning_curve.png``, ``summary.md``, ``summary.csv``, ``summary.json`` and
+    ``index.html`` (self-contained: the tables, the curve and each run's ``heatmaps/round_*/`` PNGs).
+
+    Args:
+        paths: ``--out`` folders of ``activeseg simulate``, or strategy/run folders inside them.
+        out: the report folder (created; files of the same names are replaced).
+        target_fraction: annotations-to-target uses this fraction of each seed's full-pool test Dice.
+
+    Returns:
+        The summary, as written to ``summary.json`` (see :func:`activeseg.report.summary.summarize`).
+
+    Raises:
+        FileNotFoundError: if a path does not exist or holds no run.
+    """
+    runs = find_runs(paths)
+    summary = summarize(runs, target_fraction)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    finished = [run for run in runs if run.records]
+    curve = plot_learning_curves(finished, out / "learning_curve.png", target_fraction=target_fraction)
+    (out / "summary.md").write_text(to_markdown(summary), encoding="utf-8")
+    write_csv(summary, out / "summary.csv")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    (out / "index.html").write_text(render_page(summary, curve, finished), encoding="utf-8")
+    return summary

@@ -1,0 +1,99 @@
+"""Uncertainty heatmaps: what the model predicts on an item and where it is unsure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from activeseg.report._figure import new_figure, save_png
+
+
+def _display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """``image`` scaled to [0, 1] for display (1st-99th percentile), and the colormap to use."""
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]  # drop alpha
+    finite = image[np.isfinite(image)]
+    lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    scaled = np.clip((image - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(image)
+    return np.nan_to_num(scaled), "gray" if image.ndim == 2 else None
+
+
+def _check_shapes(image, fg_prob_H_W, uncertainty_H_W, mask_H_W) -> tuple[int, int]:
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(
+            f"image has shape {image.shape}; pass [H, W] (gray) or [H, W, 3] (RGB, channels last; "
+            "[H, W, 1] and RGBA also work)"
+        )
+    hw = image.shape[:2]
+    maps = {"fg_prob_H_W": fg_prob_H_W, "uncertainty_H_W": uncertainty_H_W, "mask_H_W": mask_H_W}
+    for name, arr in maps.items():
+        if arr is not None and arr.shape != hw:
+            raise ValueError(
+                f"{name} has shape {arr.shape} but the image is {hw[0]}×{hw[1]}; "
+                f"pass one value per pixel, shape {hw}"
+            )
+    return hw
+
+
+def save_overlay(
+    path: str | Path,
+    image: np.ndarray,
+    fg_prob_H_W: np.ndarray,
+    uncertainty_H_W: np.ndarray,
+    title: str = "",
+    mask_H_W: np.ndarray | None = None,
+) -> Path:
+    """Write a PNG with four panels: image, foreground probability, uncertainty, uncertainty on image.
+
+    Args:
+        path: the PNG to write (parent folders are created).
+        image: ``[H, W]`` gray or ``[H, W, 3]`` RGB, any numeric range (scaled for display).
+        fg_prob_H_W: predicted foreground probability in [0, 1].
+        uncertainty_H_W: the strategy's per-pixel uncertainty map (any scale; a colorbar shows it).
+        title: figure title, e.g. the item id and strategy.
+        mask_H_W: optional ground truth, drawn as a contour on the probability panel.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: if a map's shape differs from the image's height and width.
+    """
+    image = np.asarray(image)
+    fg_prob_H_W = np.asarray(fg_prob_H_W, dtype=np.float64)
+    uncertainty_H_W = np.asarray(uncertainty_H_W, dtype=np.float64)
+    mask_H_W = None if mask_H_W is None else np.asarray(mask_H_W)
+    _check_shapes(image, fg_prob_H_W, uncertainty_H_W, mask_H_W)
+    shown, cmap = _display_image(image)
+
+    fig = new_figure(13.0, 3.6, dpi=100)
+    axes = fig.subplots(1, 4)
+    axes[0].imshow(shown, cmap=cmap)
+    axes[0].set_title("image")
+    prob = axes[1].imshow(fg_prob_H_W, cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(prob, ax=axes[1], fraction=0.046, pad=0.04)
+    if mask_H_W is not None and np.any(mask_H_W > 0) and np.any(mask_H_W <= 0):
+        axes[1].contour((mask_H_W > 0).astype(float), levels=[0.5], colors="red", linewidths=0.8)
+        axes[1].set_title("foreground prob. (red: truth)")
+    else:
+        axes[1].set_title("foreground probability")
+    unc = np.nan_to_num(uncertainty_H_W)
+    heat = axes[2].imshow(unc, cmap="inferno")
+    fig.colorbar(heat, ax=axes[2], fraction=0.046, pad=0.04)
+    axes[2].set_title("uncertainty")
+    axes[3].imshow(shown, cmap=cmap)
+    axes[3].imshow(unc, cmap="inferno", alpha=0.5)
+    axes[3].set_title("uncertainty on image")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return save_png(fig, path)

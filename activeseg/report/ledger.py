@@ -1,0 +1,132 @@
+"""The run ledger: one JSON object per line (``ledger.jsonl``), one line per finished round.
+
+Appends are flushed and fsynced, so a killed process loses at most the line it was writing.
+:func:`read_ledger` skips such a cut-off last line with a warning; :func:`write_ledger` rewrites the
+file atomically so a resumed run can drop that line before appending again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+def to_json_value(obj, where: str = "record"):
+    """``obj`` with numpy scalars/arrays and tuples turned into plain JSON types.
+
+    Args:
+        obj: a dict/list/tuple tree of str, int, float, bool, None, numpy scalars and numpy arrays.
+        where: the position of ``obj`` in the record, for the error message.
+
+    Raises:
+        TypeError: for any other object (it names the key and the type).
+    """
+    if isinstance(obj, np.generic) and not isinstance(obj.item(), np.generic):
+        return to_json_value(obj.item(), where)  # checked first: np.float64 is also a float
+    if obj is None or isinstance(obj, str | bool | int | float):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if isinstance(key, np.generic):
+                key = key.item()
+            if not isinstance(key, str | int | float | bool):
+                raise TypeError(f"cannot write key {key!r} of {where}: keys must be strings or numbers")
+            out[str(key) if not isinstance(key, str) else key] = to_json_value(value, f"{where}[{key!r}]")
+        return out
+    if isinstance(obj, list | tuple):
+        return [to_json_value(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise TypeError(
+        f"cannot write {where} = {obj!r:.80} of type {type(obj).__name__} to the ledger; "
+        "convert it to a number, string, list or dict first"
+    )
+
+
+def _line(record: dict) -> str:
+    if not isinstance(record, dict):
+        raise TypeError(f"cannot write a {type(record).__name__} as a ledger record; pass a dict")
+    return json.dumps(to_json_value(record)) + "\n"
+
+
+def append_record(path: str | Path, record: dict) -> None:
+    """Append one record as a JSON line, creating parent folders; flushed and fsynced.
+
+    If the file does not end with a newline (a line cut off by a kill), the new record starts on a
+    fresh line, so it is never glued onto the broken one.
+
+    Raises:
+        TypeError: if the record holds something JSON cannot represent (see :func:`to_json_value`).
+    """
+    path = Path(path)
+    line = _line(record)  # convert before opening: a bad record leaves the file untouched
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = "\n" + line
+        fh.write(line.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_ledger(path: str | Path) -> list[dict]:
+    """All records of a ledger, in file order.
+
+    A last line that is not valid JSON (the process was killed while writing it) is skipped with a
+    ``UserWarning``; blank lines are ignored.
+
+    Raises:
+        ValueError: if a line other than the last is not a JSON object (the ledger is corrupt).
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    records = []
+    for i, (n, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if i == len(numbered) - 1:
+                warnings.warn(
+                    f"{path}: skipping truncated last line {n} (a run killed while writing it?); "
+                    "resuming the run recomputes that round",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                break
+            raise ValueError(
+                f"{path.name}: line {n} is not valid JSON ({err.msg}); the ledger {path} is corrupt: "
+                "fix or delete that line"
+            ) from None
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{path.name}: line {n} is a {type(record).__name__}, not a JSON object; {path} is corrupt"
+            )
+        records.append(record)
+    return records
+
+
+def write_ledger(path: str | Path, records: Iterable[dict]) -> None:
+    """Replace the whole ledger with ``records``, atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    text = "".join(_line(r) for r in records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,132 @@
+"""The summary as tables: cells shared by Markdown (``summary.md``), HTML and CSV (``summary.csv``)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from activeseg.report.summary import PHASES
+
+NONE = "—"
+
+
+def _mean_sd(mean: float | None, sd: float | None, n: int) -> str:
+    if mean is None:
+        return NONE
+    return f"{mean:.3f} ± {sd:.3f}" if n > 1 and sd is not None else f"{mean:.3f}"
+
+
+def _target(s: dict) -> str:
+    """``"10.0 (2/2) [8, 12]"``: mean over the seeds that reached the target (reached/seeds with a
+    reference) [each seed]; ``"n/a"`` when no seed has a reference."""
+    if s["annotations_to_target_seeds"] == 0:
+        return "n/a"
+    per_seed = []
+    for p in s["per_seed"]:
+        if p["target_test_dice"] is None:
+            per_seed.append("n/a")
+        else:
+            n = p["annotations_to_target"]
+            per_seed.append("not reached" if n is None else str(n))
+    mean = s["annotations_to_target_mean"]
+    head = "not reached" if mean is None else f"{mean:.1f}"
+    counts = f"{s['annotations_to_target_reached']}/{s['annotations_to_target_seeds']}"
+    return f"{head} ({counts}) [{', '.join(per_seed)}]"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return NONE
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _seconds(x: float | None) -> str:
+    if x is None:
+        return NONE
+    return f"{x:.2f}" if x >= 0.01 or x == 0 else f"{x:.2g}"
+
+
+def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per strategy: seeds, final test Dice, AULC, annotations to target, p."""
+    pct = f"{summary['target_fraction']:.0%}"
+    header = ["strategy", "seeds", "final test Dice", "AULC (test Dice)",
+              f"annotations to {pct} of full pool", "p vs random"]
+    rows = []
+    for name, s in summary["strategies"].items():
+        n = len(s["seeds"])
+        rows.append([name, str(n), _mean_sd(s["final_test_dice_mean"], s["final_test_dice_sd"], n),
+                     _mean_sd(s["aulc_mean"], s["aulc_sd"], n), _target(s), _p(s["wilcoxon_p_vs_random"])])
+    return header, rows
+
+
+def timing_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per strategy: mean seconds per round of each phase."""
+    header = ["strategy", *(f"{phase} s" for phase in PHASES)]
+    rows = [[name, *(_seconds(s["seconds_per_round"][phase]) for phase in PHASES)]
+            for name, s in summary["strategies"].items()]
+    return header, rows
+
+
+def notes(summary: dict) -> list[str]:
+    """Sentences that say how the main table's columns were computed."""
+    pct = f"{summary['target_fraction']:.0%}"
+    ref = summary["reference"]
+    if ref is None:
+        target = (f"Annotations to {pct} of full pool: n/a, the full-pool reference was not computed "
+                  "(run `activeseg simulate` without `--no-reference`).")
+    else:
+        target = (f"Annotations to {pct} of full pool: the annotations at the first round whose test Dice "
+                  f"reaches {pct} of that seed's full-pool reference (mean reference test Dice "
+                  f"{ref['test_dice_mean']:.3f} over {len(ref['per_seed'])} seed(s)); shown as the mean over "
+                  "the seeds that reached it (reached/seeds with a reference) [each seed].")
+    return [
+        "Final test Dice and AULC (area under the test-Dice learning curve divided by its annotation range): "
+        "mean ± sd over seeds.",
+        target,
+        "p vs random: two-sided Wilcoxon signed-rank test on the final round's per-item test Dice, paired by "
+        "seed and test item; — when there is no random run to compare with.",
+    ]
+
+
+def to_markdown(summary: dict) -> str:
+    """``summary.md``: the main table, notes, and a second table of seconds per round."""
+    header, rows = main_table(summary)
+    runs = summary["runs"]
+    seeds = ", ".join(map(str, sorted({r["seed"] for r in runs})))
+    lines = [
+        "# activeseg report", "",
+        f"{len(runs)} run(s): strategies {', '.join(summary['strategies'])}; seeds {seeds}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        *(f"- {note}" for note in notes(summary)),
+        "",
+        "Mean seconds per round (score and select: rounds that selected items only):",
+        "",
+    ]
+    # Pipe tables without outer pipes (valid GFM), so lines starting with "| " are the main table's rows.
+    header, rows = timing_table(summary)
+    lines += [" | ".join(header), " | ".join(["---"] * len(header)), *(" | ".join(row) for row in rows), ""]
+    return "\n".join(lines)
+
+
+CSV_FIELDS = [
+    "strategy", "seeds", "final_test_dice_mean", "final_test_dice_sd", "aulc_mean", "aulc_sd",
+    "annotations_to_target_mean", "annotations_to_target_reached", "annotations_to_target_seeds",
+    "wilcoxon_p_vs_random", *(f"{phase}_seconds_per_round" for phase in PHASES),
+]
+
+
+def write_csv(summary: dict, path: str | Path) -> Path:
+    """``summary.csv``: one row per strategy (random first), empty cells for missing values."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_FIELDS)
+        for name, s in summary["strategies"].items():
+            values = {**s, "strategy": name, "seeds": len(s["seeds"]),
+                      **{f"{phase}_seconds_per_round": s["seconds_per_round"][phase] for phase in PHASES}}
+            writer.writerow(["" if values[f] is None else values[f] for f in CSV_FIELDS])
+    return path

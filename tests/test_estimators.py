@@ -1,0 +1,138 @@
+"""Uncertainty estimators (activeseg/uncertainty/estimators.py): MC dropout and deterministic."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from activeseg.models import UNet
+from activeseg.train import predict
+from activeseg.uncertainty import ESTIMATORS, Deterministic, MCDropout, get_estimator, has_dropout
+
+
+def tiny_unet(dropout=0.3, seed=0, num_classes=2):
+    torch.manual_seed(seed)
+    model = UNet(depth=2, base_filters=4, dropout=dropout, num_classes=num_classes)
+    # Non-trivial running statistics, so "batch norm in eval mode" is observable in the output.
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(4, 1, 16, 16) * 2)
+    return model
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).random((7, 1, 16, 16), dtype=np.float32)
+
+
+def run(estimator, model, images):
+    return torch.cat(list(estimator.batches(model, images)))
+
+
+def bn_state(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_mc_dropout_probs_shape_and_simplex(images, num_classes):
+    model = tiny_unet(num_classes=num_classes)
+    batches = list(MCDropout(k=5, batch_size=3, seed=0).batches(model, images))
+    assert [b.shape for b in batches] == [(3, 5, num_classes, 16, 16)] * 2 + [(1, 5, num_classes, 16, 16)]
+    probs = torch.cat(batches)
+    assert probs.dtype == torch.float32 and probs.device.type == "cpu"
+    assert (probs >= 0).all() and (probs <= 1).all()
+    torch.testing.assert_close(probs.sum(2), torch.ones(7, 5, 16, 16))
+
+
+def test_mc_dropout_passes_differ(images):
+    probs = run(MCDropout(k=4, seed=0), tiny_unet(), images)
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not torch.equal(probs[:, a], probs[:, b]), f"passes {a} and {b} are identical"
+
+
+def test_mc_dropout_is_seeded_and_leaves_global_rng_alone(images):
+    model = tiny_unet()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = run(MCDropout(k=3, batch_size=4, seed=7), model, images)
+    assert torch.equal(torch.get_rng_state(), state), "scoring changed the global RNG"
+    torch.manual_seed(999)  # another global state must not change the scores
+    b = run(MCDropout(k=3, batch_size=4, seed=7), model, images)
+    c = run(MCDropout(k=3, batch_size=4, seed=8), model, images)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    # Tensors and arrays give the same result.
+    assert torch.equal(a, run(MCDropout(k=3, batch_size=4, seed=7), model, torch.from_numpy(images)))
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_mc_dropout_batch_norm_stays_in_eval_mode(images, was_training):
+    model = tiny_unet()
+    model.train(was_training)
+    before = bn_state(model)
+    probs = run(MCDropout(k=3, batch_size=4, seed=0), model, images)
+    after = bn_state(model)
+    assert before.keys() == after.keys() and len(before) > 0
+    for k in before:
+        assert torch.equal(before[k], after[k]), f"{k} changed during scoring"
+    # Mode restored, for every submodule.
+    assert model.training == was_training
+    assert all(m.training == was_training for m in model.modules())
+    assert probs.shape[0] == 7
+
+
+def test_mc_dropout_mode_restored_when_stopped_early(images):
+    model = tiny_unet().train()
+    gen = MCDropout(k=2, batch_size=2, seed=0).batches(model, images)
+    next(gen)
+    gen.close()
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_mc_dropout_errors(images):
+    with pytest.raises(ValueError, match=r"needs a model with dropout layers.*'deterministic' estimator"):
+        run(MCDropout(k=2), tiny_unet(dropout=0.0), images)
+    plain = nn.Sequential(nn.Conv2d(1, 2, 1))
+    assert not has_dropout(plain) and has_dropout(tiny_unet())
+    with pytest.raises(ValueError, match="needs a model with dropout"):
+        run(MCDropout(k=2), plain, images)
+    with pytest.raises(ValueError, match=r"k=0; MC dropout needs at least one pass"):
+        run(MCDropout(k=0), tiny_unet(), images)
+
+
+def test_deterministic_matches_predict(images):
+    model = tiny_unet().train()
+    before = bn_state(model)
+    batches = list(Deterministic(batch_size=4).batches(model, images))
+    assert [b.shape for b in batches] == [(4, 1, 2, 16, 16), (3, 1, 2, 16, 16)]
+    probs = torch.cat(batches)
+    np.testing.assert_array_equal(probs[:, 0].numpy(), predict(model, images, batch_size=4))
+    np.testing.assert_allclose(probs[:, 0].numpy(), predict(model, images, batch_size=32), atol=1e-6)
+    assert torch.equal(probs, run(Deterministic(batch_size=4), model, images))  # no randomness
+    assert model.training and all(m.training for m in model.modules())
+    after = bn_state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # Works on a model without dropout.
+    no_drop = tiny_unet(dropout=0.0)
+    assert run(Deterministic(), no_drop, images).shape == (7, 1, 2, 16, 16)
+
+
+def test_mc_dropout_mean_is_close_to_deterministic(images):
+    """Sanity of the estimator: with many passes at a low rate, the MC mean is near the plain prediction."""
+    model = tiny_unet(dropout=0.05)
+    mc_mean = run(MCDropout(k=30, seed=0), model, images).mean(1)
+    det = run(Deterministic(), model, images)[:, 0]
+    assert (mc_mean - det).abs().mean() < 0.05
+
+
+def test_get_estimator():
+    est = get_estimator("mc_dropout", k=3, batch_size=5, seed=9)
+    assert est == MCDropout(k=3, batch_size=5, seed=9)
+    det = get_estimator("deterministic", k=20, batch_size=5, seed=9)  # MC-only options are dropped
+    assert det == Deterministic(batch_size=5) and det.k == 1
+    assert set(ESTIMATORS) == {"mc_dropout", "deterministic"}
+    valid = r"valid: \['deterministic', 'mc_dropout'\]"
+    with pytest.raises(ValueError, match=r"unknown estimator 'mcdropout'; " + valid):
+        get_estimator("mcdropout")
