@@ -112,7 +112,7 @@ def fit(
         images: ``[N, C, H, W]`` float32 training images (NoDelete duplicates included as repeats).
         masks: ``[N, H, W]`` class masks.
         val_images, val_masks: validation set, evaluated every ``cfg.eval_every`` steps and at the end.
-        generator: CPU torch generator for batch sampling and augmentation.
+        generator: CPU torch generator for batch sampling, augmentation and the dropout masks.
         progress: optional callable(step) for a progress display.
 
     Returns:
@@ -129,24 +129,29 @@ def fit(
     masks_t = torch.from_numpy(masks.astype(np.int64))
     best = FitResult(best_val_dice=-1.0, best_step=0)
     best_state = copy.deepcopy(model.state_dict())
-    for step in range(1, cfg.steps + 1):
-        idx = torch.randint(len(images_t), (cfg.batch_size,), generator=generator)
-        x, y = images_t[idx], masks_t[idx]
-        if cfg.augment:
-            x, y = augment_batch(x, y, generator)
-        x, y = x.to(device), y.to(device)
-        loss = loss_fn(cfg.loss, model(x), y, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            dice = float(evaluate(model, val_images, val_masks, device=device)["dice"].mean())
-            best.history.append({"step": step, "loss": float(loss.detach()), "val_dice": dice})
-            if dice > best.best_val_dice:
-                best.best_val_dice, best.best_step = dice, step
-                best_state = copy.deepcopy(model.state_dict())
-            model.train()
-        if progress is not None:
-            progress(step)
+    # Dropout draws from the global RNG: seed a forked copy from ``generator`` so the same generator
+    # gives the same weights bit for bit and the caller's global RNG state is left untouched.
+    dropout_seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(dropout_seed)
+        for step in range(1, cfg.steps + 1):
+            idx = torch.randint(len(images_t), (cfg.batch_size,), generator=generator)
+            x, y = images_t[idx], masks_t[idx]
+            if cfg.augment:
+                x, y = augment_batch(x, y, generator)
+            x, y = x.to(device), y.to(device)
+            loss = loss_fn(cfg.loss, model(x), y, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                dice = float(evaluate(model, val_images, val_masks, device=device)["dice"].mean())
+                best.history.append({"step": step, "loss": float(loss.detach()), "val_dice": dice})
+                if dice > best.best_val_dice:
+                    best.best_val_dice, best.best_step = dice, step
+                    best_state = copy.deepcopy(model.state_dict())
+                model.train()
+            if progress is not None:
+                progress(step)
     model.load_state_dict(best_state)
     return best

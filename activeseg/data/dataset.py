@@ -67,7 +67,8 @@ def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8
     lo, hi = np.percentile(image, [low, high])
     if hi <= lo:
         return np.zeros_like(image)
-    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+    # lo/hi are float64 scalars; keep the float32 promised above (NumPy 2 would promote to float64).
+    return np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def tile(array: np.ndarray, size: int) -> list[tuple[int, int, np.ndarray]]:

@@ -36,6 +36,8 @@ def read_image(path: Path) -> np.ndarray:
                 arr = np.asarray(im)
     except Exception as err:  # noqa: BLE001 - any decoder failure is reported the same way
         raise DatasetError(f"{path}: cannot be read as an image ({err}); re-export it as PNG or TIFF") from err
+    if arr.size == 0:  # tifffile returns an empty array for a corrupt or truncated file
+        raise DatasetError(f"{path}: cannot be read as an image (no pixel data); re-export it as PNG or TIFF")
     arr = np.squeeze(arr)
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
@@ -108,7 +110,10 @@ def read_folder(images_dir: str | Path, masks_dir: str | Path | None, require_ma
         masks = _list(masks_dir)
     problems: list[str] = []
     for stem in sorted(set(masks) - set(images)):
-        problems.append(f"mask '{masks[stem].name}' has no image with stem '{stem}' in {images_dir}")
+        problems.append(
+            f"mask '{masks[stem].name}' has no image with stem '{stem}' in {images_dir}; "
+            "add the image or remove the mask"
+        )
     out = FolderImages([], [], [], [])
     channels: dict[int, str] = {}
     for stem, path in images.items():

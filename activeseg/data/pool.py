@@ -38,6 +38,14 @@ class Pool:
     def label(self, pool_idx, round_: int) -> None:
         """Add items to the training set; an item already labelled is duplicated (NoDelete)."""
         pool_idx = np.atleast_1d(np.asarray(pool_idx, dtype=np.int64))
+        if round_ < 1:
+            raise ValueError(f"round_={round_}; labelled items need a round >= 1 (0 means unlabelled)")
+        bad = pool_idx[(pool_idx < 0) | (pool_idx >= len(self))]
+        if len(bad):
+            raise IndexError(
+                f"pool indices {bad.tolist()} are outside 0..{len(self) - 1}; "
+                "map dataset indices with pool_idx_of() first"
+            )
         if len(np.unique(pool_idx)) != len(pool_idx):
             raise ValueError(f"duplicate pool indices in one labelling call: {pool_idx.tolist()}")
         new = self.labeled_round[pool_idx] == 0
