@@ -59,20 +59,17 @@ def train_round(cfg: SimConfig, dataset: SegDataset, train_idx: np.ndarray, val_
     model = new_model(cfg, dataset, seed)
     if init_state is not None:
         model.load_state_dict(init_state)
-    gen = torch.Generator().manual_seed(seed)
-    # Dropout draws from the global RNG: fork and seed it so the round is reproducible bit for bit.
-    with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []):
-        torch.manual_seed(seed)
-        result = fit(
-            model,
-            dataset.images[train_idx],
-            dataset.masks[train_idx],
-            dataset.images[val_idx],
-            dataset.masks[val_idx],
-            cfg.train_config(),
-            gen,
-            device=device,
-        )
+    gen = torch.Generator().manual_seed(seed)  # fit derives batches, augmentation and dropout from it
+    result = fit(
+        model,
+        dataset.images[train_idx],
+        dataset.masks[train_idx],
+        dataset.images[val_idx],
+        dataset.masks[val_idx],
+        cfg.train_config(),
+        gen,
+        device=device,
+    )
     return model, result
 
 

@@ -69,7 +69,9 @@ def predict(model: nn.Module, images_N_C_H_W: np.ndarray, batch_size: int = 32, 
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
-def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, batch_size: int = 32, device: str = "cpu") -> dict[str, np.ndarray]:
+def evaluate(
+    model: nn.Module, images: np.ndarray, masks: np.ndarray, batch_size: int = 32, device: str = "cpu"
+) -> dict[str, np.ndarray]:
     """Per-item Dice, IoU, sensitivity and specificity of the argmax prediction (foreground = class ≥ 1)."""
     probs = predict(model, images, batch_size, device)
     return segmentation_metrics(probs.argmax(1) > 0, masks > 0)

@@ -56,7 +56,9 @@ def _list(folder: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for p in files:
         if p.stem in out:
-            raise DatasetError(f"{folder}: two files share the stem '{p.stem}' ({out[p.stem].name}, {p.name}); rename one")
+            raise DatasetError(
+                f"{folder}: two files share the stem '{p.stem}' ({out[p.stem].name}, {p.name}); rename one"
+            )
         out[p.stem] = p
     return out
 
