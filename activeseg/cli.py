@@ -10,7 +10,9 @@ from pathlib import Path
 from activeseg.config import SimConfig, load_config
 
 _HELP = {
-    "dataset": "'nuclei' or a folder with images/ and masks/",
+    "dataset": "'nuclei', 'mnist' or a folder with images/ and masks/",
+    "task": "auto (from the dataset), segmentation or classification; a mismatch is an error",
+    "model": "auto (unet for segmentation, gal_cnn for classification), unet or gal_cnn",
     "strategy": "strategy name; simulate takes a comma-separated list (e.g. random,bald,std_edt)",
     "seed": "first seed (with --seeds N: seed .. seed+N-1)",
     "split_seed": "seed of the train/val/test split (kept fixed across runs)",
@@ -19,13 +21,16 @@ _HELP = {
     "initial": "labelled items at the start",
     "patch_size": "side of the square patches",
     "max_pool": "keep at most this many pool items (random subset) to bound each round's cost",
+    "val_size": "validation items for a dataset with a standard test set (mnist; Gal et al.: 100)",
+    "balanced_initial": "draw the initial set with equal counts per class (classification)",
+    "score_subset": "score only a random subset of this many pool items each round (Gal et al.: 2000)",
     "no_delete": "NoDelete: leave queried items in the pool; a re-pick duplicates it in training",
     "warm_start": "fine-tune the previous round's weights instead of training from scratch",
     "estimator": "mc_dropout or deterministic",
     "mc_samples": "MC-dropout passes K",
     "reduction": "override the strategy's map-to-score reduction (sum, mean, max, topq_mean, ...)",
     "steps": "optimizer steps per round (fixed, as in the papers)",
-    "loss": "dice, wce (weighted cross-entropy) or dice+wce",
+    "loss": "auto (dice+wce for segmentation, ce for classification), dice, wce, dice+wce or ce",
     "heatmaps": "overlays saved per round (picked items)",
     "device": "auto (CUDA when present), cpu, cuda, cuda:1, ...",
 }
@@ -110,8 +115,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     for name in args.names or list(DATASETS):
         ds = load_dataset(name, patch_size=args.patch_size)
-        print(f"{name}: {len(ds)} patches of {ds.images.shape[2]}×{ds.images.shape[3]}, "
-              f"{ds.in_channels} channel(s), foreground fraction {ds.masks.mean():.3f}; cached in {data_dir()}")
+        what = (f"{ds.num_classes} classes" if ds.task == "classification"
+                else f"foreground fraction {ds.targets.mean():.3f}")
+        print(f"{name}: {len(ds)} {ds.task} images of {ds.images.shape[2]}×{ds.images.shape[3]}, "
+              f"{ds.in_channels} channel(s), {what}; cached in {data_dir()}")
     return 0
 
 

@@ -16,6 +16,8 @@ class SimConfig:
     """Everything that defines one simulated active-learning run (names = TOML keys = CLI flags)."""
 
     dataset: str = "nuclei"
+    task: str = "auto"
+    model: str = "auto"
     strategy: str = "bald"
     seed: int = 0
     split_seed: int = 0
@@ -24,6 +26,9 @@ class SimConfig:
     initial: int = 8
     patch_size: int = 64
     max_pool: int | None = None
+    val_size: int | None = None
+    balanced_initial: bool = False
+    score_subset: int | None = None
     no_delete: bool = False
     warm_start: bool = False
     estimator: str = "mc_dropout"
@@ -38,7 +43,7 @@ class SimConfig:
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
-    loss: str = "dice+wce"
+    loss: str = "auto"
     eval_every: int = 25
     augment: bool = True
     reference: bool = True

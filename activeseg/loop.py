@@ -16,9 +16,8 @@ import torch
 
 from activeseg.acquisition import get_strategy
 from activeseg.config import SimConfig
-from activeseg.data import Pool, SegDataset, make_split
-from activeseg.metrics import mean_metrics
-from activeseg.models import UNet
+from activeseg.data import ImageDataset, Pool, make_split
+from activeseg.models import DEFAULT_MODEL, build_model
 from activeseg.report.ledger import append_record, read_ledger, write_ledger
 from activeseg.scoring import pick_device, score_pool, uncertainty_maps
 from activeseg.train import evaluate, fit
@@ -30,17 +29,32 @@ def round_seed(seed: int, round_: int) -> int:
     return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
 
 
-def new_model(cfg: SimConfig, dataset: SegDataset, seed: int) -> UNet:
+def check_task(cfg: SimConfig, dataset: ImageDataset) -> str:
+    """The dataset's task; an error if ``cfg.task`` names another one."""
+    if cfg.task not in ("auto", "segmentation", "classification"):
+        raise ValueError(f"task '{cfg.task}' is not one of auto, segmentation, classification")
+    if cfg.task not in ("auto", dataset.task):
+        raise ValueError(
+            f"task '{cfg.task}' does not fit dataset '{cfg.dataset}', which is a {dataset.task} dataset; "
+            f"use --task {dataset.task} or --task auto"
+        )
+    return dataset.task
+
+
+def new_model(cfg: SimConfig, dataset: ImageDataset, seed: int):
+    """A freshly initialised model for ``dataset`` (``cfg.model``, or the task's default) from ``seed``."""
+    task = check_task(cfg, dataset)
+    name = DEFAULT_MODEL[task] if cfg.model == "auto" else cfg.model
+    if name in DEFAULT_MODEL.values() and name != DEFAULT_MODEL[task]:
+        raise ValueError(f"model '{name}' does not do {task}; use --model {DEFAULT_MODEL[task]} (or auto)")
+    kwargs = {"in_channels": dataset.in_channels, "num_classes": dataset.num_classes}
+    if name == "unet":
+        kwargs.update(depth=cfg.depth, base_filters=cfg.base_filters, dropout=cfg.dropout, residual=cfg.residual)
+    else:  # the Gal et al. CNN has the paper's fixed dropout rates; it needs the input side
+        kwargs.update(image_size=int(dataset.images.shape[-1]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return UNet(
-            in_channels=dataset.in_channels,
-            num_classes=dataset.num_classes,
-            depth=cfg.depth,
-            base_filters=cfg.base_filters,
-            dropout=cfg.dropout,
-            residual=cfg.residual,
-        )
+        return build_model(name, **kwargs)
 
 
 def round_estimator(cfg: SimConfig, seed: int):
@@ -53,7 +67,7 @@ def make_strategy(cfg: SimConfig):
     return get_strategy(cfg.strategy, **overrides)
 
 
-def train_round(cfg: SimConfig, dataset: SegDataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int,
+def train_round(cfg: SimConfig, dataset: ImageDataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int,
                 device: str, init_state: dict | None = None):
     """A model trained on ``train_idx`` (duplicates allowed) with the round's seed; best-val weights."""
     model = new_model(cfg, dataset, seed)
@@ -63,12 +77,13 @@ def train_round(cfg: SimConfig, dataset: SegDataset, train_idx: np.ndarray, val_
     result = fit(
         model,
         dataset.images[train_idx],
-        dataset.masks[train_idx],
+        dataset.targets[train_idx],
         dataset.images[val_idx],
-        dataset.masks[val_idx],
+        dataset.targets[val_idx],
         cfg.train_config(),
         gen,
         device=device,
+        num_classes=dataset.num_classes,
     )
     return model, result
 
@@ -77,26 +92,33 @@ def _as_list(per_item: dict[str, np.ndarray]) -> dict[str, list[float]]:
     return {k: [round(float(x), 6) for x in v] for k, v in per_item.items()}
 
 
-def run_reference(cfg: SimConfig, dataset: SegDataset, run_dir: Path) -> dict:
+def run_reference(cfg: SimConfig, dataset: ImageDataset, run_dir: Path) -> dict:
     """Train once on initial + whole pool; the 'full-pool' score that targets are relative to."""
     path = run_dir / "reference.json"
     if path.exists():
         return json.loads(path.read_text())
     device = pick_device(cfg.device)
-    split = make_split(dataset, cfg.initial, cfg.split_seed, cfg.seed, max_pool=cfg.max_pool)
+    split = run_split(cfg, dataset)
     train_idx = np.concatenate([split.initial, split.pool])
     t0 = time.perf_counter()
     model, result = train_round(cfg, dataset, train_idx, split.val, round_seed(cfg.seed, 0), device)
-    test = evaluate(model, dataset.images[split.test], dataset.masks[split.test], device=device)
+    _, val = evaluate(model, dataset.images[split.val], dataset.targets[split.val], device=device)
+    _, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device)
     ref = {
-        "val_dice": result.best_val_dice,
-        "test_dice": float(test["dice"].mean()),
+        **{f"val_{k}": v for k, v in val.items()},
+        **{f"test_{k}": v for k, v in test.items()},
         "n_annotations": int(len(train_idx)),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ref, indent=1))
     return ref
+
+
+def run_split(cfg: SimConfig, dataset: ImageDataset):
+    """The run's initial / pool / validation / test split (see ``activeseg.data.make_split``)."""
+    return make_split(dataset, cfg.initial, cfg.split_seed, cfg.seed, max_pool=cfg.max_pool,
+                      val_size=cfg.val_size, balanced=cfg.balanced_initial)
 
 
 def _count_lines(path: Path) -> int:
@@ -112,7 +134,7 @@ def _check_saved_config(run_dir: Path, cfg: SimConfig) -> None:
         raise ValueError(f"{run_dir}: cannot resume with a different config ({pairs}); use another --out")
 
 
-def run_simulation(cfg: SimConfig, dataset: SegDataset, run_dir: str | Path, resume: bool = False,
+def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, resume: bool = False,
                    progress: bool = True) -> list[dict]:
     """Run (or resume) one strategy × seed; return all ledger records.
 
@@ -133,7 +155,7 @@ def run_simulation(cfg: SimConfig, dataset: SegDataset, run_dir: str | Path, res
     (run_dir / "config.json").write_text(cfg.to_json())
     device = pick_device(cfg.device)
     strategy = make_strategy(cfg)
-    split = make_split(dataset, cfg.initial, cfg.split_seed, cfg.seed, max_pool=cfg.max_pool)
+    split = run_split(cfg, dataset)
     split.to_json(dataset, run_dir / "split.json", cfg.split_seed)
     pool = Pool(np.concatenate([split.initial, split.pool]))
     pool.label(pool.pool_idx_of(split.initial), 1)
@@ -159,12 +181,16 @@ def run_simulation(cfg: SimConfig, dataset: SegDataset, run_dir: str | Path, res
         model, fitres = train_round(cfg, dataset, pool.training_dataset_idx(), split.val, rseed, device,
                                     state if cfg.warm_start else None)
         t1 = time.perf_counter()
-        val = evaluate(model, dataset.images[split.val], dataset.masks[split.val], device=device)
-        test = evaluate(model, dataset.images[split.test], dataset.masks[split.test], device=device)
+        val_items, val = evaluate(model, dataset.images[split.val], dataset.targets[split.val], device=device)
+        test_items, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device)
         t2 = time.perf_counter()
         selected: list[dict] = []
         t3 = t4 = t2
         candidates = pool.candidates(cfg.no_delete)
+        if cfg.score_subset is not None and len(candidates) > cfg.score_subset:
+            # Gal et al.'s reference code scored a random subset of the pool each round.
+            subset_rng = np.random.default_rng([rseed, 1])
+            candidates = np.sort(subset_rng.choice(candidates, cfg.score_subset, replace=False))
         if round_ < cfg.rounds and len(candidates):
             cand_dataset_idx = pool.dataset_idx[candidates]
             scores = score_pool(model, dataset.images[cand_dataset_idx], strategy, device=device,
@@ -177,24 +203,24 @@ def run_simulation(cfg: SimConfig, dataset: SegDataset, run_dir: str | Path, res
                 {"dataset_idx": int(d), "item_id": dataset.item_ids[d], "score": float(scores[c])}
                 for d, c in zip(pool.dataset_idx[picked_pool], chosen, strict=True)
             ]
-            _save_heatmaps(cfg, model, dataset, [s["dataset_idx"] for s in selected], strategy,
-                           round_estimator(cfg, rseed),
-                           run_dir / "heatmaps" / f"round_{round_:02d}", device)
+            if dataset.task == "segmentation":
+                _save_heatmaps(cfg, model, dataset, [s["dataset_idx"] for s in selected], strategy,
+                               round_estimator(cfg, rseed), run_dir / "heatmaps" / f"round_{round_:02d}", device)
         record = {
             "round": round_,
             "strategy": cfg.strategy,
             "seed": cfg.seed,
             "n_annotations": pool.n_annotations,
             "train_size": pool.train_size,
-            "val": mean_metrics(val),
-            "test": mean_metrics(test),
-            "val_per_item": _as_list(val),
-            "test_per_item": _as_list(test),
+            "val": val,
+            "test": test,
+            "val_per_item": _as_list(val_items),
+            "test_per_item": _as_list(test_items),
             "selected": selected,
             "seconds": {"train": round(t1 - t0, 3), "evaluate": round(t2 - t1, 3),
                         "score": round(t3 - t2, 3), "select": round(t4 - t3, 4)},
             "best_step": fitres.best_step,
-            "best_val_dice_during_training": fitres.best_val_dice,
+            f"best_val_{fitres.metric}_during_training": fitres.best_val,
         }
         if cfg.warm_start:
             torch.save(model.state_dict(), run_dir / "last_model.pt")
@@ -221,4 +247,4 @@ def _save_heatmaps(cfg, model, dataset, dataset_idx, strategy, estimator, out_di
         img = dataset.images[d]
         img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
         save_overlay(out_dir / f"{dataset.item_ids[d]}.png", img, fg[j], maps[j],
-                     title=f"{dataset.item_ids[d]} ({cfg.strategy})", mask_H_W=dataset.masks[d])
+                     title=f"{dataset.item_ids[d]} ({cfg.strategy})", mask_H_W=dataset.targets[d])

@@ -1,4 +1,4 @@
-"""Per-item segmentation metrics and the statistics used to compare strategies.
+"""Per-item segmentation and classification metrics, and the statistics used to compare strategies.
 
 Everything here is plain numpy/scipy on arrays; plotting lives in :mod:`activeseg.report`.
 
@@ -69,6 +69,44 @@ def segmentation_metrics(pred_N_S: np.ndarray, target_N_S: np.ndarray) -> dict[s
         "sensitivity": _safe_ratio(tp_N, tp_N + fn_N, 1.0),
         "specificity": _safe_ratio(tn_N, tn_N + fp_N, 1.0),
     }
+
+
+def auc_one_vs_rest(probs_N_C: np.ndarray, labels_N: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC: per class, the Mann-Whitney probability that a random member scores
+    higher than a random non-member (ties count half), averaged over classes with both present.
+
+    Returns NaN when no class has both members and non-members.
+    """
+    probs_N_C = np.asarray(probs_N_C, dtype=np.float64)
+    labels_N = np.asarray(labels_N)
+    aucs = []
+    for c in range(probs_N_C.shape[1]):
+        member_N = labels_N == c
+        n_pos, n_neg = int(member_N.sum()), int((~member_N).sum())
+        if n_pos == 0 or n_neg == 0:
+            continue
+        ranks_N = stats.rankdata(probs_N_C[:, c])  # average ranks: ties count half
+        aucs.append((ranks_N[member_N].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def classification_metrics(probs_N_C: np.ndarray, labels_N: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+    """Per-item accuracy of the argmax, and the summary: accuracy, error (1 - accuracy), macro AUC.
+
+    Args:
+        probs_N_C: class probabilities.
+        labels_N: true classes.
+
+    Returns:
+        (``{"accuracy": [N]}`` of 0/1, ``{"accuracy", "error", "auc"}``); an empty set gives NaN.
+    """
+    labels_N = np.asarray(labels_N)
+    if len(probs_N_C) != len(labels_N):
+        raise ValueError(f"{len(probs_N_C)} predictions for {len(labels_N)} labels")
+    correct_N = (np.asarray(probs_N_C).argmax(1) == labels_N).astype(np.float64)
+    accuracy = float(correct_N.mean()) if len(correct_N) else float("nan")
+    summary = {"accuracy": accuracy, "error": 1.0 - accuracy, "auc": auc_one_vs_rest(probs_N_C, labels_N)}
+    return {"accuracy": correct_N}, summary
 
 
 def mean_metrics(per_item: dict[str, np.ndarray | Sequence[float]]) -> dict[str, float]:

@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from activeseg.config import SimConfig
-from activeseg.data.dataset import SegDataset, tile
+from activeseg.data.dataset import ImageDataset, tile
 from activeseg.data.folder import DatasetError, FolderImages, read_folder
 from activeseg.loop import make_strategy, round_seed, train_round
 from activeseg.scoring import pick_device
 from activeseg.uncertainty import get_estimator
 
 
-def _patches(data: FolderImages, which: list[int], patch_size: int) -> SegDataset:
+def _patches(data: FolderImages, which: list[int], patch_size: int) -> ImageDataset:
     images, masks, ids, groups = [], [], [], []
     for i in which:
         hwc = np.moveaxis(data.images[i], 0, -1)
@@ -33,7 +33,7 @@ def _patches(data: FolderImages, which: list[int], patch_size: int) -> SegDatase
             masks.append(t_mask)
             ids.append(f"{data.names[i]}_r{r}_c{c}")
             groups.append(i)
-    return SegDataset(np.stack(images).astype(np.float32), np.stack(masks), ids, np.asarray(groups), num_classes=2)
+    return ImageDataset(np.stack(images).astype(np.float32), np.stack(masks), ids, np.asarray(groups), num_classes=2)
 
 
 def _full_image_probs(model, image_C_H_W: np.ndarray, estimator, depth: int, device: str) -> torch.Tensor:
@@ -84,8 +84,8 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
     val_imgs, train_imgs = order[:n_val], order[n_val:]
     train = _patches(data, train_imgs, cfg.patch_size)
     val = _patches(data, val_imgs or train_imgs, cfg.patch_size)
-    both = SegDataset(
-        np.concatenate([train.images, val.images]), np.concatenate([train.masks, val.masks]),
+    both = ImageDataset(
+        np.concatenate([train.images, val.images]), np.concatenate([train.targets, val.targets]),
         train.item_ids + val.item_ids, np.concatenate([train.groups, val.groups]),
     )
     device = pick_device(cfg.device)
@@ -126,6 +126,6 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
         writer.writerows(rows)
     torch.save(model.state_dict(), out / "model.pt")
     meta = {**json.loads(cfg.to_json()), "labeled_images": len(labeled), "unlabeled_images": len(unlabeled),
-            "best_val_dice": fitres.best_val_dice, "seconds": round(time.perf_counter() - t0, 2)}
+            "best_val_dice": fitres.best_val, "seconds": round(time.perf_counter() - t0, 2)}
     (out / "config.json").write_text(json.dumps(meta, indent=1))
     return rows

@@ -3,7 +3,12 @@
 The papers train for a fixed budget per round (Nath et al. use fixed steps; the axon-myelin paper a
 fixed schedule), so a round with more labels does not silently get more optimisation: ``fit`` runs
 exactly ``steps`` Adam steps on batches drawn with replacement from the training set, evaluates the
-validation Dice every ``eval_every`` steps and returns the weights with the best validation Dice.
+validation set every ``eval_every`` steps and returns the weights with the best validation score (Dice
+for segmentation, accuracy for classification).
+
+Both tasks share everything but the loss and the metrics: targets ``[N, H, W]`` are masks
+(segmentation), targets ``[N]`` are class labels (classification). Evaluation is deterministic (dropout
+off, i.e. the weight-scaling approximation of the MC average), as the Gal et al. reference code tested.
 """
 
 from __future__ import annotations
@@ -17,9 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from activeseg.data.augment import augment_batch
-from activeseg.metrics import segmentation_metrics
+from activeseg.metrics import classification_metrics, mean_metrics, segmentation_metrics
 
-LOSSES = ("dice", "wce", "dice+wce")
+LOSSES = ("auto", "dice", "wce", "dice+wce", "ce")
+AUTO_LOSS = {"segmentation": "dice+wce", "classification": "ce"}
+PRIMARY_METRIC = {"segmentation": "dice", "classification": "accuracy"}
+"""The validation metric that picks the checkpoint, per task."""
+
+
+def task_of(targets: np.ndarray) -> str:
+    """``"classification"`` for labels ``[N]``, ``"segmentation"`` for masks ``[N, H, W]``."""
+    return "classification" if np.ndim(targets) == 1 else "segmentation"
 
 
 def soft_dice_loss(logits_B_C_H_W: torch.Tensor, target_B_H_W: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -46,7 +59,11 @@ def class_weights(masks: np.ndarray, num_classes: int, max_weight: float = 10.0)
 
 
 def loss_fn(name: str, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``dice``, ``wce`` (class-weighted cross-entropy; weighted BCE for C=2) or their sum."""
+    """``dice``, ``wce`` (class-weighted cross-entropy; weighted BCE for C=2), their sum, or ``ce``."""
+    if name == "ce":
+        return F.cross_entropy(logits, target.long())
+    if "dice" in name and logits.ndim == 2:
+        raise ValueError(f"loss '{name}' needs segmentation masks; use 'ce' or 'wce' for classification")
     if name == "dice":
         return soft_dice_loss(logits, target)
     if name == "wce":
@@ -58,7 +75,7 @@ def loss_fn(name: str, logits: torch.Tensor, target: torch.Tensor, weights: torc
 
 @torch.inference_mode()
 def predict(model: nn.Module, images_N_C_H_W: np.ndarray, batch_size: int = 32, device: str = "cpu") -> np.ndarray:
-    """Deterministic softmax probabilities ``[N, C, H, W]`` (eval mode: dropout off)."""
+    """Deterministic softmax probabilities ``[N, C, H, W]`` or ``[N, C]`` (eval mode: dropout off)."""
     was_training = model.training
     model.eval()
     out = []
@@ -70,11 +87,22 @@ def predict(model: nn.Module, images_N_C_H_W: np.ndarray, batch_size: int = 32, 
 
 
 def evaluate(
-    model: nn.Module, images: np.ndarray, masks: np.ndarray, batch_size: int = 32, device: str = "cpu"
-) -> dict[str, np.ndarray]:
-    """Per-item Dice, IoU, sensitivity and specificity of the argmax prediction (foreground = class ≥ 1)."""
+    model: nn.Module, images: np.ndarray, targets: np.ndarray, batch_size: int = 32, device: str = "cpu"
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-item metrics and their summary for the deterministic prediction.
+
+    Segmentation (targets ``[N, H, W]``): Dice, IoU, sensitivity and specificity of the argmax
+    (foreground = class ≥ 1); the summary is their mean. Classification (targets ``[N]``): per-item
+    accuracy; the summary adds ``error`` and the macro one-vs-rest ``auc``.
+
+    Returns:
+        (per-item metric arrays, summary of floats).
+    """
     probs = predict(model, images, batch_size, device)
-    return segmentation_metrics(probs.argmax(1) > 0, masks > 0)
+    if task_of(targets) == "classification":
+        return classification_metrics(probs, targets)
+    per_item = segmentation_metrics(probs.argmax(1) > 0, targets > 0)
+    return per_item, mean_metrics(per_item)
 
 
 @dataclass
@@ -85,40 +113,45 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
-    loss: str = "dice+wce"
+    loss: str = "auto"  # dice+wce for segmentation, ce for classification
     eval_every: int = 25
     augment: bool = True
 
 
 @dataclass
 class FitResult:
-    best_val_dice: float
+    """The best validation score (``metric``: dice or accuracy), its step, and every evaluation."""
+
+    best_val: float
     best_step: int
+    metric: str = "dice"
     history: list[dict] = field(default_factory=list)
 
 
 def fit(
     model: nn.Module,
     images: np.ndarray,
-    masks: np.ndarray,
+    targets: np.ndarray,
     val_images: np.ndarray,
-    val_masks: np.ndarray,
+    val_targets: np.ndarray,
     cfg: TrainConfig,
     generator: torch.Generator,
     device: str = "cpu",
     progress=None,
+    num_classes: int | None = None,
 ) -> FitResult:
     """Train ``model`` in place for ``cfg.steps`` steps; leave it with the best-validation weights.
 
     Args:
         images: ``[N, C, H, W]`` float32 training images (NoDelete duplicates included as repeats).
-        masks: ``[N, H, W]`` class masks.
-        val_images, val_masks: validation set, evaluated every ``cfg.eval_every`` steps and at the end.
+        targets: ``[N, H, W]`` class masks or ``[N]`` class labels.
+        val_images, val_targets: validation set, evaluated every ``cfg.eval_every`` steps and at the end.
         generator: CPU torch generator for batch sampling, augmentation and the dropout masks.
         progress: optional callable(step) for a progress display.
+        num_classes: C for the class weights of ``wce`` (default: largest target + 1).
 
     Returns:
-        best validation Dice, the step it was reached at, and the evaluation history.
+        best validation score (Dice or accuracy), the step it was reached at, and the evaluation history.
     """
     if len(images) == 0:
         raise ValueError("cannot train on an empty training set; label at least one image")
@@ -126,10 +159,14 @@ def fit(
         raise ValueError(f"unknown loss '{cfg.loss}'; valid: {', '.join(LOSSES)}")
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    weights = class_weights(masks, int(model.head.out_channels) if hasattr(model, "head") else 2)
+    task = task_of(targets)
+    metric = PRIMARY_METRIC[task]
+    loss_name = AUTO_LOSS[task] if cfg.loss == "auto" else cfg.loss
+    classify = metric == "accuracy"
+    weights = class_weights(targets, num_classes or int(targets.max()) + 1)
     images_t = torch.from_numpy(images)
-    masks_t = torch.from_numpy(masks.astype(np.int64))
-    best = FitResult(best_val_dice=-1.0, best_step=0)
+    targets_t = torch.from_numpy(targets.astype(np.int64))
+    best = FitResult(best_val=-1.0, best_step=0, metric=metric)
     best_state = copy.deepcopy(model.state_dict())
     # Dropout draws from the global RNG: seed a forked copy from ``generator`` so the same generator
     # gives the same weights bit for bit and the caller's global RNG state is left untouched.
@@ -138,19 +175,20 @@ def fit(
         torch.manual_seed(dropout_seed)
         for step in range(1, cfg.steps + 1):
             idx = torch.randint(len(images_t), (cfg.batch_size,), generator=generator)
-            x, y = images_t[idx], masks_t[idx]
+            x, y = images_t[idx], targets_t[idx]
             if cfg.augment:
-                x, y = augment_batch(x, y, generator)
+                x, moved = augment_batch(x, None if classify else y, generator)
+                y = y if classify else moved
             x, y = x.to(device), y.to(device)
-            loss = loss_fn(cfg.loss, model(x), y, weights)
+            loss = loss_fn(loss_name, model(x), y, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                dice = float(evaluate(model, val_images, val_masks, device=device)["dice"].mean())
-                best.history.append({"step": step, "loss": float(loss.detach()), "val_dice": dice})
-                if dice > best.best_val_dice:
-                    best.best_val_dice, best.best_step = dice, step
+                score = evaluate(model, val_images, val_targets, device=device)[1][metric]
+                best.history.append({"step": step, "loss": float(loss.detach()), f"val_{metric}": score})
+                if score > best.best_val:
+                    best.best_val, best.best_step = score, step
                     best_state = copy.deepcopy(model.state_dict())
                 model.train()
             if progress is not None:

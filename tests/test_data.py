@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from activeseg.data import Pool, SegDataset, Split, fetch, load_dataset, load_nuclei, make_split
+from activeseg.data import ImageDataset, Pool, Split, fetch, load_dataset, load_nuclei, make_split
 from activeseg.data.fetch import NUCLEI_FILES, data_dir, fetch_files, sha256_of
 
 
@@ -35,7 +35,7 @@ def test_nuclei_shapes_and_dtypes(nuclei):
     n = sum(EXPECTED_PATCHES.values())
     assert len(nuclei) == n == 1022
     assert nuclei.images.shape == (n, 1, 64, 64) and nuclei.images.dtype == np.float32
-    assert nuclei.masks.shape == (n, 64, 64) and nuclei.masks.dtype == np.uint8
+    assert nuclei.targets.shape == (n, 64, 64) and nuclei.targets.dtype == np.uint8
     assert nuclei.groups.shape == (n,) and np.issubdtype(nuclei.groups.dtype, np.integer)
     assert nuclei.num_classes == 2 and nuclei.in_channels == 1
     assert Counter(source_of(nuclei.item_ids)) == EXPECTED_PATCHES
@@ -44,12 +44,12 @@ def test_nuclei_shapes_and_dtypes(nuclei):
 def test_nuclei_values(nuclei):
     assert np.isfinite(nuclei.images).all()
     assert nuclei.images.min() >= 0.0 and nuclei.images.max() <= 1.0
-    assert set(np.unique(nuclei.masks).tolist()) == {0, 1}
-    fg = nuclei.masks.mean()
+    assert set(np.unique(nuclei.targets).tolist()) == {0, 1}
+    fg = nuclei.targets.mean()
     assert 0.05 < fg < 0.5, f"foreground fraction {fg:.3f}"
     sources = source_of(nuclei.item_ids)
     for src in EXPECTED_PATCHES:
-        frac = nuclei.masks[sources == src].mean()
+        frac = nuclei.targets[sources == src].mean()
         assert 0.02 < frac < 0.6, f"{src}: foreground fraction {frac:.3f}"
     # Not blank patches: most have texture.
     assert (nuclei.images.reshape(len(nuclei), -1).std(1) > 0.01).mean() > 0.9
@@ -61,10 +61,10 @@ def test_nuclei_masks_are_aligned_with_bright_nuclei(nuclei):
     Catches a mask tiled with a different grid, transposed or taken from the wrong channel.
     """
     img = nuclei.images[:, 0]
-    both = [i for i in range(len(nuclei)) if 0.02 < nuclei.masks[i].mean() < 0.98]
+    both = [i for i in range(len(nuclei)) if 0.02 < nuclei.targets[i].mean() < 0.98]
     assert len(both) > 300
-    fg_mean = [img[i][nuclei.masks[i] == 1].mean() for i in both]
-    bg_mean = [img[i][nuclei.masks[i] == 0].mean() for i in both]
+    fg_mean = [img[i][nuclei.targets[i] == 1].mean() for i in both]
+    bg_mean = [img[i][nuclei.targets[i] == 0].mean() for i in both]
     brighter = np.array(fg_mean) > np.array(bg_mean) + 0.05
     assert np.mean(brighter) > 0.95
 
@@ -165,7 +165,7 @@ def test_split_errors(nuclei):
     available = len(make_split(nuclei, 1, 0, 0).pool) + 1
     with pytest.raises(ValueError, match=rf"n_initial={available} leaves no pool: only {available} items"):
         make_split(nuclei, n_initial=available, split_seed=0, run_seed=0)
-    tiny = SegDataset(
+    tiny = ImageDataset(
         np.zeros((4, 1, 8, 8), np.float32), np.zeros((4, 8, 8), np.uint8),
         ["a_0", "a_1", "a_2", "a_3"], np.array([0, 0, 1, 1]),
     )
@@ -191,12 +191,12 @@ def test_subset_keeps_parts_together(nuclei):
     sub = nuclei.subset(idx)
     assert sub.item_ids == [nuclei.item_ids[5], nuclei.item_ids[900], nuclei.item_ids[5]]
     np.testing.assert_array_equal(sub.images, nuclei.images[idx])
-    np.testing.assert_array_equal(sub.masks, nuclei.masks[idx])
+    np.testing.assert_array_equal(sub.targets, nuclei.targets[idx])
     np.testing.assert_array_equal(sub.groups, nuclei.groups[idx])
     with pytest.raises(ValueError, match="disagree in length"):
-        SegDataset(nuclei.images[:3], nuclei.masks[:2], nuclei.item_ids[:3], nuclei.groups[:3])
+        ImageDataset(nuclei.images[:3], nuclei.targets[:2], nuclei.item_ids[:3], nuclei.groups[:3])
     with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
-        SegDataset(nuclei.images[:3, 0], nuclei.masks[:3], nuclei.item_ids[:3], nuclei.groups[:3])
+        ImageDataset(nuclei.images[:3, 0], nuclei.targets[:3], nuclei.item_ids[:3], nuclei.groups[:3])
 
 
 # ---------------------------------------------------------------- fetcher
@@ -242,7 +242,7 @@ def test_local_folder_is_used_without_pip(monkeypatch, tmp_path, no_registry, ca
     ds = load_nuclei(local=str(tmp_path / "local"), quiet=True)
 
     assert len(ds) == len(nuclei)
-    np.testing.assert_array_equal(ds.masks, nuclei.masks)
+    np.testing.assert_array_equal(ds.targets, nuclei.targets)
     np.testing.assert_array_equal(ds.images, nuclei.images)
     for spec in NUCLEI_FILES.values():
         assert sha256_of(cache / "nuclei" / spec.name) == spec.sha256

@@ -307,7 +307,7 @@ def test_load_folder_tiles_with_one_group_per_image(tmp_path):
 
     assert len(ds) == 8 + 4
     assert ds.images.shape == (12, 1, 32, 32) and ds.images.dtype == np.float32
-    assert ds.masks.shape == (12, 32, 32) and ds.masks.dtype == np.uint8
+    assert ds.targets.shape == (12, 32, 32) and ds.targets.dtype == np.uint8
     assert ds.num_classes == 2 and ds.in_channels == 1
     np.testing.assert_array_equal(ds.groups, [0] * 8 + [1] * 4)
     assert ds.item_ids[:8] == [f"big_r{r}_c{c}" for r in range(2) for c in range(4)]
@@ -318,8 +318,8 @@ def test_load_folder_tiles_with_one_group_per_image(tmp_path):
     for i, (r, c) in enumerate([(r, c) for r in range(2) for c in range(4)]):
         crop = np.s_[r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32]
         np.testing.assert_allclose(ds.images[i, 0], norm_big[crop], atol=1e-6)
-        np.testing.assert_array_equal(ds.masks[i], big_mask[crop])
-    np.testing.assert_array_equal(ds.masks[11], small_mask[32:, 32:])
+        np.testing.assert_array_equal(ds.targets[i], big_mask[crop])
+    np.testing.assert_array_equal(ds.targets[11], small_mask[32:, 32:])
 
 
 def test_load_folder_rgb_and_padding(tmp_path):
@@ -334,8 +334,8 @@ def test_load_folder_rgb_and_padding(tmp_path):
     expected = np.moveaxis(normalize_percentile(img), -1, 0)
     np.testing.assert_allclose(ds.images[0, :, :20, :24], expected, atol=1e-6)
     assert not ds.images[0, :, 20:, :].any() and not ds.images[0, :, :, 24:].any()
-    np.testing.assert_array_equal(ds.masks[0, :20, :24], mask)
-    assert not ds.masks[0, 20:].any() and not ds.masks[0, :, 24:].any()
+    np.testing.assert_array_equal(ds.targets[0, :20, :24], mask)
+    assert not ds.targets[0, 20:].any() and not ds.targets[0, :, 24:].any()
 
 
 def test_load_folder_raises_before_tiling(tmp_path):
@@ -349,5 +349,5 @@ def test_load_dataset_accepts_a_folder_and_lists_names(tmp_path):
     write(tmp_path / "images" / "a.png", ramp(64, 64, np.uint8))
     write(tmp_path / "masks" / "a.png", binary_mask(64, 64))
     assert len(load_dataset(str(tmp_path), patch_size=32)) == 4
-    with pytest.raises(ValueError, match=r"unknown dataset 'nucleii'.*\['nuclei'\]"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'nucleii'.*\['mnist', 'nuclei'\]"):
         load_dataset("nucleii")

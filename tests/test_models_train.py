@@ -103,7 +103,7 @@ def test_unet_errors():
         UNet(num_classes=1)
     with pytest.raises(ValueError, match=r"depth=0"):
         UNet(depth=0)
-    with pytest.raises(ValueError, match=r"unknown model 'unet3'; valid: \['unet'\]"):
+    with pytest.raises(ValueError, match=r"unknown model 'unet3'; valid: \['gal_cnn', 'unet'\]"):
         build_model("unet3")
     assert isinstance(build_model("unet", depth=1, base_filters=2), MODELS["unet"])
 
@@ -200,7 +200,7 @@ def test_weighted_cross_entropy_by_hand():
     assert heavier.item() == pytest.approx((3 * -math.log(0.75) + -math.log(0.6)) / 4, rel=1e-6)
     both = loss_fn("dice+wce", logits, target, weights)
     assert both.item() == pytest.approx(soft_dice_loss(logits, target).item() + expected, rel=1e-6)
-    with pytest.raises(ValueError, match=r"unknown loss 'bce'; valid: dice, wce, dice\+wce"):
+    with pytest.raises(ValueError, match=r"unknown loss 'bce'; valid: auto, dice, wce, dice\+wce, ce"):
         loss_fn("bce", logits, target, weights)
 
 
@@ -303,11 +303,13 @@ def test_evaluate_per_item_metrics():
     model = tiny_unet()
     x = np.random.default_rng(0).random((3, 1, 16, 16), dtype=np.float32)
     pred = predict(model, x).argmax(1)
-    out = evaluate(model, x, pred.astype(np.uint8))  # the model's own prediction as ground truth
-    assert set(out) == {"dice", "iou", "sensitivity", "specificity"}
+    out, summary = evaluate(model, x, pred.astype(np.uint8))  # the model's own prediction as ground truth
+    assert set(out) == set(summary) == {"dice", "iou", "sensitivity", "specificity"}
     np.testing.assert_allclose(out["dice"], 1.0)
-    out = evaluate(model, x, 1 - pred.astype(np.uint8))
+    assert summary["dice"] == 1.0
+    out, summary = evaluate(model, x, 1 - pred.astype(np.uint8))
     np.testing.assert_allclose(out["dice"], 0.0)
+    assert summary["dice"] == 0.0
 
 
 # ---------------------------------------------------------------- fit on real nuclei patches
@@ -317,13 +319,13 @@ def test_evaluate_per_item_metrics():
 def nuclei_small():
     """24 training and 8 validation patches with nuclei in them, from a leakage-free split."""
     ds = load_dataset("nuclei", quiet=True)
-    fg = ds.masks.reshape(len(ds), -1).mean(1)
+    fg = ds.targets.reshape(len(ds), -1).mean(1)
     split = make_split(ds, n_initial=1, split_seed=0, run_seed=0)
     available = np.union1d(split.initial, split.pool)
     rng = np.random.default_rng(0)
     tr_idx = rng.choice(available[fg[available] > 0.1], 24, replace=False)
     val_idx = rng.choice(split.val[fg[split.val] > 0.1], 8, replace=False)
-    return ds.images[tr_idx], ds.masks[tr_idx], ds.images[val_idx], ds.masks[val_idx]
+    return ds.images[tr_idx], ds.targets[tr_idx], ds.images[val_idx], ds.targets[val_idx]
 
 
 FAST = TrainConfig(steps=30, batch_size=8, lr=1e-2, eval_every=10, loss="dice+wce")
@@ -341,7 +343,7 @@ def test_fit_learns_nuclei_and_keeps_best_weights(nuclei_small):
     x, y, vx, vy = nuclei_small
     model = tiny_unet(dropout=0.1)
     before_loss = full_loss(model, x, y)
-    before_dice = evaluate(model, vx, vy)["dice"].mean()
+    before_dice = evaluate(model, vx, vy)[1]["dice"]
     state = torch.get_rng_state()
 
     result = fit(model, x, y, vx, vy, FAST, torch.Generator().manual_seed(0))
@@ -349,12 +351,12 @@ def test_fit_learns_nuclei_and_keeps_best_weights(nuclei_small):
     assert model.training  # fit leaves the model in train mode
     assert torch.equal(torch.get_rng_state(), state), "fit changed the caller's global RNG"
     assert full_loss(model, x, y) < 0.7 * before_loss
-    assert result.best_val_dice > 0.6 > before_dice
+    assert result.best_val > 0.6 > before_dice
     assert [h["step"] for h in result.history] == [10, 20, 30]
-    assert result.best_val_dice == max(h["val_dice"] for h in result.history)
+    assert result.best_val == max(h["val_dice"] for h in result.history)
     assert result.best_step in (10, 20, 30)
     # The model is left with the weights that reached the best validation Dice.
-    assert evaluate(model, vx, vy)["dice"].mean() == pytest.approx(result.best_val_dice, abs=1e-12)
+    assert evaluate(model, vx, vy)[1]["dice"] == pytest.approx(result.best_val, abs=1e-12)
 
 
 def test_fit_restores_the_best_not_the_last_weights(monkeypatch, nuclei_small):
@@ -362,7 +364,7 @@ def test_fit_restores_the_best_not_the_last_weights(monkeypatch, nuclei_small):
     x, y, vx, vy = nuclei_small
     dice_seq = iter([0.9, 0.3, 0.5])
     monkeypatch.setattr(
-        train_mod, "evaluate", lambda *a, **k: {"dice": np.array([next(dice_seq)])}
+        train_mod, "evaluate", lambda *a, **k: ({}, {"dice": next(dice_seq)})
     )
     snapshots = {}
     model = tiny_unet()
@@ -374,7 +376,7 @@ def test_fit_restores_the_best_not_the_last_weights(monkeypatch, nuclei_small):
     result = fit(model, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), progress=progress)
 
     assert sorted(snapshots) == [1, 2, 3, 4, 5, 6]
-    assert result.best_step == 2 and result.best_val_dice == 0.9
+    assert result.best_step == 2 and result.best_val == 0.9
     assert [h["val_dice"] for h in result.history] == [0.9, 0.3, 0.5]
     assert states_equal(model.state_dict(), snapshots[2])
     assert not states_equal(model.state_dict(), snapshots[6])
@@ -412,5 +414,5 @@ def test_fit_errors(nuclei_small):
     gen = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match="empty training set; label at least one image"):
         fit(tiny_unet(), x[:0], y[:0], vx, vy, FAST, gen)
-    with pytest.raises(ValueError, match=r"unknown loss 'focal'; valid: dice, wce, dice\+wce"):
+    with pytest.raises(ValueError, match=r"unknown loss 'focal'; valid: auto, dice, wce, dice\+wce, ce"):
         fit(tiny_unet(), x, y, vx, vy, TrainConfig(loss="focal"), gen)

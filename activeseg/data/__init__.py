@@ -1,15 +1,16 @@
-"""Datasets: the bundled real nuclei set, a lab's folder of images + masks, splits and the pool."""
+"""Datasets: the bundled real nuclei and MNIST sets, a lab's folder of images + masks, splits and the pool."""
 
-from activeseg.data.dataset import SegDataset
+from activeseg.data.dataset import ImageDataset
 from activeseg.data.folder import DatasetError, load_folder, read_folder
+from activeseg.data.mnist import load_mnist
 from activeseg.data.nuclei import load_nuclei
 from activeseg.data.pool import Pool
 from activeseg.data.split import Split, make_split
 
-DATASETS = {"nuclei": load_nuclei}
+DATASETS = {"nuclei": load_nuclei, "mnist": load_mnist}
 
 
-def load_dataset(name: str, patch_size: int = 64, quiet: bool = False) -> SegDataset:
+def load_dataset(name: str, patch_size: int = 64, quiet: bool = False) -> ImageDataset:
     """A registered dataset by name, or a folder path holding ``images/`` and ``masks/``."""
     from pathlib import Path
 
@@ -22,5 +23,5 @@ def load_dataset(name: str, patch_size: int = 64, quiet: bool = False) -> SegDat
     )
 
 
-__all__ = ["DATASETS", "DatasetError", "Pool", "SegDataset", "Split", "load_dataset", "load_folder",
-           "load_nuclei", "make_split", "read_folder"]
+__all__ = ["DATASETS", "DatasetError", "Pool", "ImageDataset", "Split", "load_dataset", "load_folder",
+           "load_mnist", "load_nuclei", "make_split", "read_folder"]

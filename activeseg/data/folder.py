@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activeseg.data.dataset import SegDataset, normalize_percentile, tile
+from activeseg.data.dataset import ImageDataset, normalize_percentile, tile
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -150,7 +150,7 @@ def read_folder(images_dir: str | Path, masks_dir: str | Path | None, require_ma
     return out
 
 
-def load_folder(root: str | Path, patch_size: int = 64) -> SegDataset:
+def load_folder(root: str | Path, patch_size: int = 64) -> ImageDataset:
     """A fully labelled ``root/images`` + ``root/masks`` folder, tiled into patches (one group per image)."""
     root = Path(root)
     data = read_folder(root / "images", root / "masks", require_masks=True)
@@ -162,6 +162,6 @@ def load_folder(root: str | Path, patch_size: int = 64) -> SegDataset:
             masks.append(t_mask)
             ids.append(f"{name}_r{r}_c{c}")
             groups.append(g)
-    return SegDataset(
+    return ImageDataset(
         np.stack(images).astype(np.float32), np.stack(masks), ids, np.asarray(groups), num_classes=2
     )

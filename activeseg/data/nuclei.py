@@ -17,14 +17,14 @@ from __future__ import annotations
 import numpy as np
 import tifffile
 
-from activeseg.data.dataset import SegDataset, normalize_percentile, tile
+from activeseg.data.dataset import ImageDataset, normalize_percentile, tile
 from activeseg.data.fetch import NUCLEI_FILES, fetch_files
 
 CELLS3D_BLOCK = 5
 SCRATCH_BLOCK = 2
 
 
-def load_nuclei(patch_size: int = 64, local: str | None = None, quiet: bool = False) -> SegDataset:
+def load_nuclei(patch_size: int = 64, local: str | None = None, quiet: bool = False) -> ImageDataset:
     """Fetch (if needed) and tile the real nuclei images.
 
     Args:
@@ -73,9 +73,9 @@ def load_nuclei(patch_size: int = 64, local: str | None = None, quiet: bool = Fa
         g = group_id + t // SCRATCH_BLOCK
         add(f"scratch_t{t:02d}", stack[0, t], stack[2, t], lambda r, c, g=g: g)
 
-    return SegDataset(
+    return ImageDataset(
         images=np.stack(images).astype(np.float32),
-        masks=np.stack(masks),
+        targets=np.stack(masks),
         item_ids=ids,
         groups=np.asarray(groups, dtype=np.int64),
         num_classes=2,

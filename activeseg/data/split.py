@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activeseg.data.dataset import SegDataset
+from activeseg.data.dataset import ImageDataset
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Split:
     val: np.ndarray
     test: np.ndarray
 
-    def to_json(self, dataset: SegDataset, path: str | Path, seed: int) -> None:
+    def to_json(self, dataset: ImageDataset, path: str | Path, seed: int) -> None:
         parts = {name: getattr(self, name) for name in ("initial", "pool", "val", "test")}
         doc = {
             "seed": seed,
@@ -35,7 +35,7 @@ def _source(item_id: str) -> str:
 
 
 def split_groups(
-    dataset: SegDataset,
+    dataset: ImageDataset,
     seed: int,
     test_frac: float = 0.2,
     val_frac: float = 0.1,
@@ -74,23 +74,67 @@ def split_groups(
     return idx[~is_test & ~is_val], idx[is_val], idx[is_test]
 
 
+def _official_split(dataset: ImageDataset, split_seed: int, val_frac: float, val_size: int | None):
+    """(available, val, test) when the dataset has a standard test set; validation drawn from the rest."""
+    test = np.sort(np.asarray(dataset.official_test, dtype=np.int64))
+    rest = np.setdiff1d(np.arange(len(dataset)), test)
+    n_val = val_size if val_size is not None else int(round(val_frac * len(rest)))
+    if not 0 < n_val < len(rest):
+        raise ValueError(f"val_size={n_val} must be between 1 and {len(rest) - 1} (items outside the test set)")
+    val = np.sort(np.random.default_rng(split_seed).choice(rest, n_val, replace=False))
+    return np.setdiff1d(rest, val), val, test
+
+
+def _initial(available: np.ndarray, targets: np.ndarray, n_initial: int, balanced: bool, rng) -> np.ndarray:
+    """``n_initial`` items of ``available``: uniformly, or the same number per class (``balanced``)."""
+    if not balanced:
+        return np.sort(available[rng.choice(len(available), n_initial, replace=False)])
+    if targets.ndim != 1:
+        raise ValueError("a class-balanced initial set needs class labels; it applies to classification only")
+    classes = np.unique(targets[available])
+    if n_initial % len(classes):
+        raise ValueError(
+            f"initial={n_initial} cannot be split evenly over {len(classes)} classes; use a multiple of {len(classes)}"
+        )
+    per_class = n_initial // len(classes)
+    picks = []
+    for c in classes:
+        members = available[targets[available] == c]
+        if len(members) < per_class:
+            raise ValueError(f"class {c} has only {len(members)} items, fewer than {per_class} per class")
+        picks.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
 def make_split(
-    dataset: SegDataset,
+    dataset: ImageDataset,
     n_initial: int,
     split_seed: int,
     run_seed: int,
     test_frac: float = 0.2,
     val_frac: float = 0.1,
     max_pool: int | None = None,
+    val_size: int | None = None,
+    balanced: bool = False,
 ) -> Split:
     """Split once by ``split_seed`` (fixed across runs) and draw the initial set by ``run_seed``.
+
+    A dataset with an ``official_test`` set (MNIST) is tested on exactly that set, and its validation
+    set is ``val_size`` items (else ``val_frac`` of the rest) drawn by ``split_seed``; other datasets
+    are split by whole groups (see ``split_groups``).
 
     Args:
         n_initial: labelled items at the start.
         max_pool: if set, keep a random subset of this many pool items (seeded by ``split_seed``) to
             bound the cost of each round.
+        val_size: validation items for a dataset with an official test set (Gal et al.: 100).
+        balanced: draw the initial set with the same number of items per class (Gal et al.: 2 per
+            digit); classification only.
     """
-    available, val, test = split_groups(dataset, split_seed, test_frac, val_frac)
+    if dataset.official_test is not None:
+        available, val, test = _official_split(dataset, split_seed, val_frac, val_size)
+    else:
+        available, val, test = split_groups(dataset, split_seed, test_frac, val_frac)
     if max_pool is not None and max_pool + n_initial < len(available):
         keep = np.random.default_rng(split_seed + 1).choice(len(available), max_pool + n_initial, replace=False)
         available = np.sort(available[keep])
@@ -98,8 +142,6 @@ def make_split(
         raise ValueError(
             f"n_initial={n_initial} leaves no pool: only {len(available)} items are available for training"
         )
-    rng = np.random.default_rng(run_seed)
-    pick = rng.choice(len(available), n_initial, replace=False)
-    initial = np.sort(available[pick])
+    initial = _initial(available, dataset.targets, n_initial, balanced, np.random.default_rng(run_seed))
     pool = np.setdiff1d(available, initial)
     return Split(initial=initial, pool=pool, val=val, test=test)

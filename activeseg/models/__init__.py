@@ -1,8 +1,10 @@
-"""Models and their registry."""
+"""Models and their registry: the U-Net for segmentation, the Gal et al. CNN for classification."""
 
+from activeseg.models.gal_cnn import GalCNN
 from activeseg.models.unet import UNet
 
-MODELS = {"unet": UNet}
+MODELS = {"unet": UNet, "gal_cnn": GalCNN}
+DEFAULT_MODEL = {"segmentation": "unet", "classification": "gal_cnn"}
 
 
 def build_model(name: str, **kwargs):
@@ -12,4 +14,4 @@ def build_model(name: str, **kwargs):
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "UNet", "build_model"]
+__all__ = ["DEFAULT_MODEL", "MODELS", "GalCNN", "UNet", "build_model"]

@@ -172,6 +172,12 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95) -> dict:
             )
     if not finished:
         raise ValueError("no run has a finished round yet; wait for `activeseg simulate` to finish one")
+    no_dice = [str(run.run_dir) for run in finished if "dice" not in run.records[0]["test"]]
+    if no_dice:
+        raise ValueError(
+            f"{no_dice[0]} is a classification run (test accuracy, no Dice); this report compares "
+            "segmentation runs by Dice. Read its ledger.jsonl (test accuracy, error, AUC per round) instead"
+        )
     groups = group_by_strategy(finished)
     baseline = groups.get(BASELINE)
     return {

@@ -1,0 +1,65 @@
+"""The Bayesian CNN of Gal, Islam & Ghahramani (2017), §5.1, for MC-dropout image classification.
+
+conv 32 4×4 – ReLU – conv 32 4×4 – ReLU – max-pool 2 – dropout 0.25 – dense 128 – ReLU – dropout 0.5 –
+dense C, following the Keras MNIST example the paper cites. Valid (unpadded) convolutions as in Keras'
+default; the softmax is applied by the caller (the model returns logits ``[N, C]``).
+
+References:
+    Gal, Islam, Ghahramani. Deep Bayesian Active Learning with Image Data. ICML 2017.
+    https://arxiv.org/abs/1703.02910
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GalCNN(nn.Module):
+    """The paper's CNN for ``image_size`` × ``image_size`` inputs with ``in_channels`` channels.
+
+    Args:
+        in_channels: image channels (1 for MNIST).
+        num_classes: C output classes.
+        image_size: side of the square input (28 for MNIST); sets the dense layer's input size.
+        filters: convolution kernels per layer (32).
+        kernel_size: convolution kernel side (4).
+        hidden: units of the dense layer (128).
+        dropout_conv: dropout after the max-pool (0.25).
+        dropout_dense: dropout after the dense layer (0.5).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 28,
+        filters: int = 32,
+        kernel_size: int = 4,
+        hidden: int = 128,
+        dropout_conv: float = 0.25,
+        dropout_dense: float = 0.5,
+    ) -> None:
+        super().__init__()
+        side = (image_size - 2 * (kernel_size - 1)) // 2
+        if side < 1:
+            raise ValueError(f"image_size={image_size} is too small for two {kernel_size}×{kernel_size} convolutions")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, filters, kernel_size),
+            nn.ReLU(),
+            nn.Conv2d(filters, filters, kernel_size),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout_conv),
+            nn.Flatten(),
+            nn.Linear(filters * side * side, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout_dense),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, C]`` for images ``[N, in_channels, image_size, image_size]``."""
+        return self.classifier(self.features(x))
