@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from activeseg.data.augment import augment_batch
+from activeseg.data.dataset import task_of
 from activeseg.metrics import classification_metrics, mean_metrics, segmentation_metrics
 
 LOSSES = ("auto", "dice", "wce", "dice+wce", "ce")
@@ -29,10 +30,6 @@ AUTO_LOSS = {"segmentation": "dice+wce", "classification": "ce"}
 PRIMARY_METRIC = {"segmentation": "dice", "classification": "accuracy"}
 """The validation metric that picks the checkpoint, per task."""
 
-
-def task_of(targets: np.ndarray) -> str:
-    """``"classification"`` for labels ``[N]``, ``"segmentation"`` for masks ``[N, H, W]``."""
-    return "classification" if np.ndim(targets) == 1 else "segmentation"
 
 
 def soft_dice_loss(logits_B_C_H_W: torch.Tensor, target_B_H_W: torch.Tensor, eps: float = 1.0) -> torch.Tensor:

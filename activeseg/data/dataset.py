@@ -8,6 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def task_of(targets: np.ndarray) -> str:
+    """``"classification"`` for labels ``[N]``, ``"segmentation"`` for masks ``[N, H, W]``."""
+    return "classification" if np.ndim(targets) == 1 else "segmentation"
+
+
 @dataclass
 class ImageDataset:
     """Labelled images ready for training: segmentation patches or classified images.
@@ -55,7 +60,7 @@ class ImageDataset:
     @property
     def task(self) -> str:
         """``"classification"`` for ``[N]`` labels, ``"segmentation"`` for ``[N, H, W]`` masks."""
-        return "classification" if self.targets.ndim == 1 else "segmentation"
+        return task_of(self.targets)
 
     def subset(self, idx: np.ndarray) -> ImageDataset:
         idx = np.asarray(idx, dtype=np.int64)
