@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -28,8 +29,13 @@ _HELP = {
     "warm_start": "fine-tune the previous round's weights instead of training from scratch",
     "estimator": "mc_dropout or deterministic",
     "mc_samples": "MC-dropout passes K",
+    "consistent_masks": "MC dropout draws K masks once per round and reuses them for every item (faster)",
     "reduction": "override the strategy's map-to-score reduction (sum, mean, max, topq_mean, ...)",
-    "steps": "optimizer steps per round (fixed, as in the papers)",
+    "steps": "optimizer steps per round (fixed, as in the papers); with --epochs, the most steps",
+    "epochs": "steps = epochs × training items / batch size, within [min_steps, steps]",
+    "min_steps": "the fewest steps a round takes under --epochs",
+    "weight_decay_rule": "fixed, or per_item: weight_decay / N (Gal et al.: 0.25 / N)",
+    "save_per_item": "store per-item val/test metrics in the ledger (needed for Wilcoxon tests)",
     "loss": "auto (dice+wce for segmentation, ce for classification), dice, wce, dice+wce or ce",
     "heatmaps": "overlays saved per round (picked items)",
     "device": "auto (CUDA when present), cpu, cuda, cuda:1, ...",
@@ -71,8 +77,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     seeds = list(range(cfg.seed, cfg.seed + args.seeds))
     if not args.quiet:
         print(f"activeseg simulate: strategies {strategies}, seeds {seeds}, out {args.out}\n{cfg.to_json()}")
+    deadline = time.time() + 3600 * float(args.max_hours) if args.max_hours else None
     results = simulate(cfg, strategies, seeds, args.out, workers=args.workers,
-                       resume=args.resume, quiet=args.quiet)
+                       resume=args.resume, quiet=args.quiet, deadline=deadline)
     failed = [r for r in results if r[2]]
     if not args.quiet:
         for run_dir, seconds, err in results:
@@ -132,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel processes (default 1)")
     p.add_argument("--resume", action="store_true", help="continue runs from their ledgers")
+    p.add_argument("--max-hours", type=float, default=None,
+                   help="start no round after this many hours; finished rounds stay, --resume goes on")
     p.add_argument("--report", metavar="DIR", help="also write the comparison report into DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     _add_config_flags(p)

@@ -33,6 +33,7 @@ class SimConfig:
     warm_start: bool = False
     estimator: str = "mc_dropout"
     mc_samples: int = 20
+    consistent_masks: bool = False
     score_batch_size: int = 32
     reduction: str | None = None
     depth: int = 3
@@ -43,11 +44,15 @@ class SimConfig:
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
+    weight_decay_rule: str = "fixed"
+    epochs: float | None = None
+    min_steps: int = 50
     loss: str = "auto"
     eval_every: int = 25
     augment: bool = True
     reference: bool = True
     heatmaps: int = 4
+    save_per_item: bool = True
     device: str = "auto"
 
     def train_config(self) -> TrainConfig:
@@ -77,7 +82,8 @@ def _coerce(name: str, value, default_type: type):
         raise ValueError(f"config key '{name}' = {value!r} is not a valid {default_type.__name__}") from None
 
 
-_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "int | None": int, "str | None": str}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "int | None": int, "str | None": str,
+          "float | None": float}
 
 
 def load_config(path: str | Path | None = None, **overrides) -> SimConfig:

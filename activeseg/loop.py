@@ -59,7 +59,8 @@ def new_model(cfg: SimConfig, dataset: ImageDataset, seed: int):
 
 def round_estimator(cfg: SimConfig, seed: int):
     """The configured uncertainty estimator with the round's seed (fixed dropout masks per round)."""
-    return get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size, seed=seed)
+    extra = {"consistent": True} if cfg.consistent_masks and cfg.estimator == "mc_dropout" else {}
+    return get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size, seed=seed, **extra)
 
 
 def make_strategy(cfg: SimConfig):
@@ -126,7 +127,8 @@ def _count_lines(path: Path) -> int:
 
 
 def _check_saved_config(run_dir: Path, cfg: SimConfig) -> None:
-    saved = json.loads((run_dir / "config.json").read_text())
+    # A key the saved config lacks (added to activeseg after the run started) counts as its default.
+    saved = {**json.loads(SimConfig().to_json()), **json.loads((run_dir / "config.json").read_text())}
     now = json.loads(cfg.to_json())
     differ = {k for k in now if k not in ("rounds", "device", "heatmaps") and saved.get(k) != now[k]}
     if differ:
@@ -135,7 +137,8 @@ def _check_saved_config(run_dir: Path, cfg: SimConfig) -> None:
 
 
 def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, resume: bool = False,
-                   progress: bool = True) -> list[dict]:
+                   progress: bool = True, until_round: int | None = None,
+                   deadline: float | None = None) -> list[dict]:
     """Run (or resume) one strategy × seed; return all ledger records.
 
     Args:
@@ -144,6 +147,8 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
         run_dir: output folder: ``config.json``, ``split.json``, ``ledger.jsonl``, ``heatmaps/``.
         resume: continue after the last finished round of an existing ledger.
         progress: show a progress bar over rounds.
+        until_round: stop after this round (a later call with ``resume=True`` goes on); default: all.
+        deadline: a ``time.time()`` after which no new round starts (the ledger keeps what finished).
     """
     run_dir = Path(run_dir)
     ledger = run_dir / "ledger.jsonl"
@@ -175,7 +180,10 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
 
     bar = tqdm(total=cfg.rounds, initial=len(records), desc=f"{cfg.strategy} seed {cfg.seed}", unit="round",
                disable=not progress, leave=False)
-    for round_ in range(len(records) + 1, cfg.rounds + 1):
+    last = cfg.rounds if until_round is None else min(cfg.rounds, until_round)
+    for round_ in range(len(records) + 1, last + 1):
+        if deadline is not None and time.time() >= deadline:
+            break
         rseed = round_seed(cfg.seed, round_)
         t0 = time.perf_counter()
         model, fitres = train_round(cfg, dataset, pool.training_dataset_idx(), split.val, rseed, device,
@@ -214,8 +222,8 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
             "train_size": pool.train_size,
             "val": val,
             "test": test,
-            "val_per_item": _as_list(val_items),
-            "test_per_item": _as_list(test_items),
+            **({"val_per_item": _as_list(val_items), "test_per_item": _as_list(test_items)}
+               if cfg.save_per_item else {}),
             "selected": selected,
             "seconds": {"train": round(t1 - t0, 3), "evaluate": round(t2 - t1, 3),
                         "score": round(t3 - t2, 3), "select": round(t4 - t3, 4)},

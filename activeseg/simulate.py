@@ -25,18 +25,22 @@ class Job:
     cfg: SimConfig
     run_dir: Path
     resume: bool
+    until_round: int | None = None
+    deadline: float | None = None
 
 
-def plan(cfg: SimConfig, strategies: list[str], seeds: list[int], out: Path, resume: bool) -> list[Job]:
-    """References first (one per seed), then one run per strategy × seed."""
+def plan(cfg: SimConfig, strategies: list[str], seeds: list[int], out: Path, resume: bool,
+         until_round: int | None = None, deadline: float | None = None) -> list[Job]:
+    """References first (one per seed), then one run per strategy × seed, seed by seed (so a deadline
+    that stops the plan early leaves every strategy with the same seeds)."""
     jobs = []
     if cfg.reference:
         for s in seeds:
             jobs.append(Job("reference", cfg.replace(seed=s), out / "reference" / f"seed_{s}", resume))
-    for strategy in strategies:
-        for s in seeds:
+    for s in seeds:
+        for strategy in strategies:
             run_dir = out / f"seed_{s}" if len(strategies) == 1 else out / strategy / f"seed_{s}"
-            jobs.append(Job("run", cfg.replace(strategy=strategy, seed=s), run_dir, resume))
+            jobs.append(Job("run", cfg.replace(strategy=strategy, seed=s), run_dir, resume, until_round, deadline))
     return jobs
 
 
@@ -54,7 +58,8 @@ def _run_job(job: Job, threads: int, quiet: bool) -> tuple[str, float, str | Non
         if job.kind == "reference":
             run_reference(job.cfg, dataset, job.run_dir)
         else:
-            run_simulation(job.cfg, dataset, job.run_dir, resume=job.resume, progress=not quiet)
+            run_simulation(job.cfg, dataset, job.run_dir, resume=job.resume, progress=not quiet,
+                           until_round=job.until_round, deadline=job.deadline)
         return str(job.run_dir), time.perf_counter() - t0, None
     except Exception:  # noqa: BLE001 - one failed run must not stop the others; it is reported
         return str(job.run_dir), time.perf_counter() - t0, traceback.format_exc()
@@ -65,11 +70,15 @@ def _star(args):
 
 
 def simulate(cfg: SimConfig, strategies: list[str], seeds: list[int], out: str | Path, workers: int = 1,
-             resume: bool = False, quiet: bool = False) -> list[tuple[str, float, str | None]]:
+             resume: bool = False, quiet: bool = False, until_round: int | None = None,
+             deadline: float | None = None) -> list[tuple[str, float, str | None]]:
     """Run every job of the plan; return (run dir, seconds, error) per job.
 
     Args:
         workers: processes running jobs at once; each gets ``cores // workers`` torch threads.
+        until_round: run every job only up to this round (``resume=True`` later goes on).
+        deadline: a ``time.time()`` after which no round starts; finished rounds stay in the ledgers
+            and a later call with ``resume=True`` continues them.
     """
     from tqdm.auto import tqdm
 
@@ -81,7 +90,7 @@ def simulate(cfg: SimConfig, strategies: list[str], seeds: list[int], out: str |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
-    jobs = plan(cfg, strategies, seeds, out, resume)
+    jobs = plan(cfg, strategies, seeds, out, resume, until_round, deadline)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     results = []
     bar = tqdm(total=len(jobs), desc="simulate", unit="run", disable=quiet)

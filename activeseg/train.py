@@ -14,6 +14,7 @@ off, i.e. the weight-scaling approximation of the MC average), as the Gal et al.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,7 +85,7 @@ def predict(model: nn.Module, images_N_C_H_W: np.ndarray, batch_size: int = 32, 
 
 
 def evaluate(
-    model: nn.Module, images: np.ndarray, targets: np.ndarray, batch_size: int = 32, device: str = "cpu"
+    model: nn.Module, images: np.ndarray, targets: np.ndarray, batch_size: int | None = None, device: str = "cpu"
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Per-item metrics and their summary for the deterministic prediction.
 
@@ -95,8 +96,9 @@ def evaluate(
     Returns:
         (per-item metric arrays, summary of floats).
     """
-    probs = predict(model, images, batch_size, device)
-    if task_of(targets) == "classification":
+    classify = task_of(targets) == "classification"
+    probs = predict(model, images, batch_size or (128 if classify else 32), device)
+    if classify:
         return classification_metrics(probs, targets)
     per_item = segmentation_metrics(probs.argmax(1) > 0, targets > 0)
     return per_item, mean_metrics(per_item)
@@ -106,13 +108,36 @@ def evaluate(
 class TrainConfig:
     """Training settings of one round."""
 
-    steps: int = 150
+    steps: int = 150  # the number of Adam steps; with ``epochs`` set, the most steps a round may take
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
+    weight_decay_rule: str = "fixed"  # or "per_item": weight_decay / N (Gal et al.'s (1-p)l²/N)
+    epochs: float | None = None  # if set, steps = ceil(epochs · N / batch_size) within [min_steps, steps]
+    min_steps: int = 50
     loss: str = "auto"  # dice+wce for segmentation, ce for classification
     eval_every: int = 25
     augment: bool = True
+
+    def steps_for(self, n: int) -> int:
+        """Adam steps for ``n`` training items: ``steps``, or the ``epochs`` schedule clipped to
+        ``[min_steps, steps]`` so a round with few labels is not over-trained and one with many is capped."""
+        if self.epochs is None:
+            return self.steps
+        return int(min(self.steps, max(self.min_steps, math.ceil(self.epochs * n / self.batch_size))))
+
+    def weight_decay_for(self, n: int) -> float:
+        """The L2 coefficient for ``n`` training items.
+
+        ``per_item`` divides ``weight_decay`` by N, the rule of Gal et al. (2017, §5.3) for dropout
+        networks: (1 - p) l² / N with p = 0.5 and l² = 0.5 gives ``weight_decay = 0.25``. It is applied as
+        Adam's (coupled) L2 term, like a Keras ``l2`` regulariser on every weight layer.
+        """
+        if self.weight_decay_rule == "fixed":
+            return self.weight_decay
+        if self.weight_decay_rule == "per_item":
+            return self.weight_decay / max(n, 1)
+        raise ValueError(f"weight_decay_rule '{self.weight_decay_rule}' is not one of fixed, per_item")
 
 
 @dataclass
@@ -137,7 +162,7 @@ def fit(
     progress=None,
     num_classes: int | None = None,
 ) -> FitResult:
-    """Train ``model`` in place for ``cfg.steps`` steps; leave it with the best-validation weights.
+    """Train ``model`` in place for ``cfg.steps_for(N)`` steps; leave it with the best-validation weights.
 
     Args:
         images: ``[N, C, H, W]`` float32 training images (NoDelete duplicates included as repeats).
@@ -155,7 +180,8 @@ def fit(
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss '{cfg.loss}'; valid: {', '.join(LOSSES)}")
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.steps_for(len(images))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay_for(len(images)))
     task = task_of(targets)
     metric = PRIMARY_METRIC[task]
     loss_name = AUTO_LOSS[task] if cfg.loss == "auto" else cfg.loss
@@ -170,7 +196,7 @@ def fit(
     dropout_seed = int(torch.randint(2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(dropout_seed)
-        for step in range(1, cfg.steps + 1):
+        for step in range(1, steps + 1):
             idx = torch.randint(len(images_t), (cfg.batch_size,), generator=generator)
             x, y = images_t[idx], targets_t[idx]
             if cfg.augment:
@@ -181,7 +207,7 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            if step % cfg.eval_every == 0 or step == steps:
                 score = evaluate(model, val_images, val_targets, device=device)[1][metric]
                 best.history.append({"step": step, "loss": float(loss.detach()), f"val_{metric}": score})
                 if score > best.best_val:

@@ -189,9 +189,81 @@ def test_cli_simulate_mnist(tmp_path):
         assert len(records[0]["test_per_item"]["accuracy"]) == 10000
 
 
-def test_report_refuses_classification_runs_clearly(mnist, tmp_path):
+def test_report_compares_classification_runs_by_accuracy(mnist, tmp_path):
     from activeseg.report import build_report
 
-    run_simulation(SimConfig(strategy="random", **{**TINY, "rounds": 1}), small_mnist(mnist), tmp_path / "r")
-    with pytest.raises(ValueError, match="is a classification run.*Read its ledger.jsonl"):
-        build_report([tmp_path / "r"], tmp_path / "report")
+    data = small_mnist(mnist)
+    for strategy in ("random", "bald"):
+        run_simulation(SimConfig(strategy=strategy, **{**TINY, "rounds": 2}), data, tmp_path / "runs" / strategy)
+    summary = build_report([tmp_path / "runs"], tmp_path / "report")
+    assert summary["metric"] == "accuracy" and set(summary["strategies"]) == {"random", "bald"}
+    bald = summary["strategies"]["bald"]
+    finals = [read_ledger(tmp_path / "runs" / "bald" / "ledger.jsonl")[-1]["test"]["accuracy"]]
+    assert bald["final_test_accuracy_mean"] == pytest.approx(finals[0])
+    assert bald["wilcoxon_pairs"] == 300  # per-item test accuracy paired with random's
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert "final test accuracy" in md and "Dice" not in md
+    assert (tmp_path / "report" / "learning_curve.png").stat().st_size > 0
+    assert "final_test_accuracy_mean" in (tmp_path / "report" / "summary.csv").read_text().splitlines()[0]
+
+
+def test_report_will_not_mix_tasks(mnist, tmp_path):
+    from activeseg.report import build_report
+
+    run_simulation(SimConfig(strategy="random", **{**TINY, "rounds": 1}), small_mnist(mnist), tmp_path / "cls")
+    nuclei = load_dataset("nuclei", patch_size=32, quiet=True)
+    seg = dict(depth=2, base_filters=4, steps=4, batch_size=4, eval_every=2, initial=4, query=2, rounds=1,
+               mc_samples=2, max_pool=12, heatmaps=0, device="cpu", reference=False)
+    run_simulation(SimConfig(strategy="bald", **seg), nuclei, tmp_path / "seg", progress=False)
+    with pytest.raises(ValueError, match="cannot compare segmentation runs .* with classification runs"):
+        build_report([tmp_path / "cls", tmp_path / "seg"], tmp_path / "report")
+
+
+# ---------------------------------------------------------------- the Gal et al. preset and benchmark
+
+
+def _gal_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gal_mnist.py"
+    spec = importlib.util.spec_from_file_location("gal_mnist_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gal_preset_runs_on_real_mnist(mnist, tmp_path):
+    from pathlib import Path
+
+    from activeseg.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "gal_mnist.toml")
+    assert (cfg.initial, cfg.query, cfg.rounds, cfg.val_size, cfg.score_subset) == (20, 10, 101, 100, 2000)
+    assert cfg.balanced_initial and cfg.consistent_masks and not cfg.augment
+    assert cfg.train_config().steps_for(20) == 50 and cfg.train_config().steps_for(1020) == 500
+    # the preset, shrunk to seconds: 3 rounds, a 300-item pool, 100 items scored per round
+    small = cfg.replace(rounds=3, score_subset=100, steps=60, min_steps=20, val_size=50, device="cpu")
+    records = run_simulation(small, small_mnist(mnist), tmp_path, progress=False)
+    assert [r["n_annotations"] for r in records] == [20, 30, 40]
+    assert "test_per_item" not in records[0]  # the preset keeps the ledger small
+    assert records[0]["best_step"] <= 20 and records[-1]["best_step"] <= 20  # 16 epochs of 40 < min_steps
+
+
+def test_gal_benchmark_counts_acquisitions_to_the_error_targets():
+    bench = _gal_benchmark()
+
+    def recs(errors):
+        return [{"n_annotations": 20 + 10 * i, "test": {"error": e}} for i, e in enumerate(errors)]
+
+    done = bench.seed_results(recs([0.3, 0.12, 0.09, 0.06, 0.049]), initial=20, rounds=5)
+    assert (done["to_10pct"], done["to_5pct"], done["error_at_1000"], done["complete"]) == (20, 40, None, True)
+    never = bench.seed_results(recs([0.3, 0.2, 0.11]), initial=20, rounds=3)
+    assert never["to_10pct"] is None and never["to_5pct"] is None  # finished without reaching: null
+    running = bench.seed_results(recs([0.3, 0.2]), initial=20, rounds=101)
+    assert running["to_10pct"] == "pending" and running["error_at_1000"] == "pending" and not running["complete"]
+    at_1000 = bench.seed_results([{"n_annotations": 1020, "test": {"error": 0.01834}}], initial=20, rounds=1)
+    assert at_1000["error_at_1000"] == 1.83 and at_1000["to_5pct"] == 1000
+    assert bench._cell([120, 130, 140]) == "130 ± 10"
+    assert bench._cell([120, None, "pending"]) == "120 (1/3 seeds); 1 never reached; 1 pending"
+    assert bench._cell([]) == "not run"

@@ -8,6 +8,7 @@ from torch import nn
 from activeseg.models import UNet
 from activeseg.train import predict
 from activeseg.uncertainty import ESTIMATORS, Deterministic, MCDropout, get_estimator, has_dropout
+from activeseg.uncertainty.estimators import _FixedMasks
 
 
 def tiny_unet(dropout=0.3, seed=0, num_classes=2):
@@ -136,3 +137,72 @@ def test_get_estimator():
     valid = r"valid: \['deterministic', 'mc_dropout'\]"
     with pytest.raises(ValueError, match=r"unknown estimator 'mcdropout'; " + valid):
         get_estimator("mcdropout")
+
+
+# ---------------------------------------------------------------- cached prefix, consistent masks
+
+
+class _NoSplit(torch.nn.Module):
+    """The same network without ``stochastic_split``: MC dropout must take the plain K-pass path."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def _cnn():
+    from activeseg.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("gal_cnn", in_channels=1, num_classes=10, image_size=28)
+
+
+def test_cached_prefix_equals_plain_passes_given_the_same_masks():
+    model, images = _cnn(), torch.rand(11, 1, 28, 28)
+    fast = run(MCDropout(k=6, batch_size=4, seed=5, consistent=True), model, images)
+    plain = run(MCDropout(k=6, batch_size=11, seed=5, consistent=True), _NoSplit(model), images)
+    assert fast.shape == (11, 6, 10)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_consistent_masks_do_not_depend_on_batching_and_differ_between_passes():
+    model, images = _cnn(), torch.rand(9, 1, 28, 28)
+    a = run(MCDropout(k=5, batch_size=2, seed=1, consistent=True), model, images)
+    b = run(MCDropout(k=5, batch_size=9, seed=1, consistent=True), model, images)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(a[:, 0], a[:, 1])  # the K masks differ
+    # each item alone gets the scores it gets among others (the masks are the same for every item)
+    torch.testing.assert_close(run(MCDropout(k=5, batch_size=1, seed=1, consistent=True), model, images[3:4]),
+                               a[3:4], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(a, run(MCDropout(k=5, batch_size=9, seed=2, consistent=True), model, images))
+
+
+def test_consistent_masks_keep_the_dropout_rate_and_scale():
+    model = _cnn()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        with _FixedMasks(model.classifier, k=400) as fixed:
+            model.classifier[0](torch.ones(400, 32, 11, 11))
+    mask = fixed.masks[id(model.classifier[0])]
+    assert mask.shape == (400, 32, 11, 11)
+    torch.testing.assert_close(mask.unique(), torch.tensor([0.0, 1 / 0.75]))
+    assert (mask == 0).float().mean().item() == pytest.approx(0.25, abs=0.005)
+    assert "forward" not in vars(model.classifier[0])  # the layer is restored afterwards
+
+
+def test_independent_masks_on_the_cached_prefix_are_per_item():
+    model, images = _cnn(), torch.rand(1, 1, 28, 28).expand(6, 1, 28, 28)
+    probs = run(MCDropout(k=4, batch_size=6, seed=0), model, images)
+    assert torch.allclose(probs.sum(-1), torch.ones(6, 4))
+    assert not torch.allclose(probs[0], probs[1])  # identical images, different masks
+
+
+def test_consistent_masks_need_same_sized_items():
+    layer = nn.Sequential(nn.Dropout(0.5))
+    with _FixedMasks(layer, k=2):
+        layer(torch.ones(2, 3, 8, 8))
+        with pytest.raises(ValueError, match="same shape"):
+            layer(torch.ones(2, 3, 16, 16))

@@ -1,6 +1,7 @@
 """End to end on real nuclei patches: a few rounds of the loop, the ledger, resume, NoDelete, scoring."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -116,3 +117,35 @@ def test_score_pool_one_liner_on_a_users_model(nuclei):
     assert model.training  # the caller's mode is restored
     with pytest.raises(ValueError, match="unknown strategy"):
         score_pool(model, images, strategy="nope")
+
+
+def test_staged_rounds_and_a_deadline_resume_to_the_uninterrupted_ledger(nuclei, tmp_path):
+    cfg = SimConfig(strategy="bald", **TINY)
+    full = run_simulation(cfg, nuclei, tmp_path / "full", progress=False)
+    part = run_simulation(cfg, nuclei, tmp_path / "staged", progress=False, until_round=1)
+    assert [r["round"] for r in part] == [1] and len(part[0]["selected"]) == 3  # not the last round: it picks
+    late = run_simulation(cfg, nuclei, tmp_path / "staged", resume=True, progress=False, deadline=time.time() - 1)
+    assert _without_timing(late) == _without_timing(part)  # past the deadline: no round starts
+    rest = run_simulation(cfg, nuclei, tmp_path / "staged", resume=True, progress=False)
+    assert _without_timing(rest) == _without_timing(full)
+
+
+def test_per_item_metrics_can_be_left_out_of_the_ledger(nuclei, tmp_path):
+    cfg = SimConfig(strategy="random", **{**TINY, "rounds": 1})
+    with_items = run_simulation(cfg, nuclei, tmp_path / "a", progress=False)[0]
+    without = run_simulation(cfg.replace(save_per_item=False), nuclei, tmp_path / "b", progress=False)[0]
+    assert "test_per_item" in with_items and "test_per_item" not in without and "val_per_item" not in without
+    assert without["test"] == with_items["test"]
+
+
+def test_resume_accepts_a_config_saved_before_a_key_existed(nuclei, tmp_path):
+    cfg = SimConfig(strategy="random", **{**TINY, "rounds": 2})
+    run_simulation(cfg, nuclei, tmp_path, progress=False, until_round=1)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["consistent_masks"]  # as written by a version without the key (its default: False)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert len(run_simulation(cfg, nuclei, tmp_path, resume=True, progress=False)) == 2
+    saved["min_steps"] = 7  # a real difference is still refused
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="min_steps: saved 7 vs now 50"):
+        run_simulation(cfg, nuclei, tmp_path, resume=True, progress=False)

@@ -416,3 +416,48 @@ def test_fit_errors(nuclei_small):
         fit(tiny_unet(), x[:0], y[:0], vx, vy, FAST, gen)
     with pytest.raises(ValueError, match=r"unknown loss 'focal'; valid: auto, dice, wce, dice\+wce, ce"):
         fit(tiny_unet(), x, y, vx, vy, TrainConfig(loss="focal"), gen)
+
+
+# ---------------------------------------------------------------- schedule and weight decay rule
+
+
+@pytest.mark.parametrize(
+    "epochs, n, batch, lo, hi, expected",
+    [
+        (None, 1000, 32, 50, 150, 150),  # no epochs: fixed steps
+        (16, 20, 32, 50, 500, 50),  # 10 steps by epochs, raised to min_steps
+        (16, 300, 32, 50, 500, 150),  # 16 · 300 / 32
+        (16, 301, 32, 50, 500, 151),  # rounded up
+        (16, 1020, 32, 50, 500, 500),  # 510 capped at steps
+    ],
+)
+def test_steps_for_the_epochs_schedule(epochs, n, batch, lo, hi, expected):
+    cfg = TrainConfig(steps=hi, min_steps=lo, epochs=epochs, batch_size=batch)
+    assert cfg.steps_for(n) == expected
+
+
+def test_weight_decay_rules():
+    assert TrainConfig(weight_decay=0.1).weight_decay_for(500) == 0.1
+    assert TrainConfig(weight_decay=0.25, weight_decay_rule="per_item").weight_decay_for(500) == 0.25 / 500
+    with pytest.raises(ValueError, match="weight_decay_rule 'gal' is not one of fixed, per_item"):
+        TrainConfig(weight_decay_rule="gal").weight_decay_for(10)
+
+
+def test_fit_follows_the_schedule_and_the_rule(monkeypatch):
+    seen = {}
+    adam = torch.optim.Adam
+
+    def spy(params, lr, weight_decay):
+        seen["weight_decay"] = weight_decay
+        return adam(params, lr=lr, weight_decay=weight_decay)
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    torch.manual_seed(0)
+    model = build_model("gal_cnn", in_channels=1, num_classes=3, image_size=12)
+    x = np.random.default_rng(0).random((40, 1, 12, 12), dtype=np.float32)
+    y = np.arange(40) % 3
+    cfg = TrainConfig(steps=500, min_steps=5, epochs=2, batch_size=8, eval_every=4, weight_decay=0.2,
+                      weight_decay_rule="per_item", augment=False)
+    result = fit(model, x, y, x[:9], y[:9], cfg, torch.Generator().manual_seed(0))
+    assert [h["step"] for h in result.history] == [4, 8, 10]  # ceil(2 · 40 / 8) = 10 steps
+    assert seen["weight_decay"] == pytest.approx(0.2 / 40)

@@ -37,7 +37,8 @@ def build_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     finished = [run for run in runs if run.records]
-    curve = plot_learning_curves(finished, out / "learning_curve.png", target_fraction=target_fraction)
+    curve = plot_learning_curves(finished, out / "learning_curve.png", metric=summary["metric"],
+                                 target_fraction=target_fraction)
     (out / "summary.md").write_text(to_markdown(summary), encoding="utf-8")
     write_csv(summary, out / "summary.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")

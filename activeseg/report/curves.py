@@ -11,7 +11,7 @@ from activeseg.metrics import mean_band
 from activeseg.report._figure import new_figure, save_png
 from activeseg.report.runs import Run, group_by_strategy, references_by_seed
 
-METRIC_LABELS = {"dice": "Dice", "iou": "IoU"}
+METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "accuracy": "accuracy", "error": "error", "auc": "AUC"}
 
 
 def curve_matrix(
@@ -64,7 +64,7 @@ def plot_learning_curves(
 ) -> Path:
     """Draw one line per strategy (mean over seeds) with a ``level`` confidence band; save a PNG.
 
-    For test Dice, dashed lines mark the mean full-pool reference Dice and ``target_fraction`` of
+    For the test score, dashed lines mark the mean full-pool reference score and ``target_fraction`` of
     it when the runs have ``reference.json`` files.
 
     Returns:
@@ -83,9 +83,10 @@ def plot_learning_curves(
                           label=f"{strategy} ({n_seeds} seed{'s' if n_seeds != 1 else ''})")
         if n_seeds > 1:
             ax.fill_between(n_annotations_R, lo_R, hi_R, color=line.get_color(), alpha=0.18, linewidth=0)
-    refs = references_by_seed(runs) if (metric, split) == ("dice", "test") else {}
+    refs = references_by_seed(runs) if split == "test" else {}
+    refs = {seed: r for seed, r in refs.items() if r.get(f"test_{metric}") is not None}
     if refs:
-        ref = float(np.mean([r["test_dice"] for r in refs.values()]))
+        ref = float(np.mean([r[f"test_{metric}"] for r in refs.values()]))
         ax.axhline(ref, color="0.3", linestyle="--", linewidth=1, label=f"full pool ({ref:.3f})")
         ax.axhline(target_fraction * ref, color="0.5", linestyle=":", linewidth=1,
                    label=f"{target_fraction:.0%} of full pool")

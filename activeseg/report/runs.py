@@ -26,7 +26,7 @@ class Run:
         run_dir: the folder holding ``ledger.jsonl``.
         config: the run's ``config.json`` (empty if the file is missing).
         records: ledger records, one per finished round.
-        reference: ``reference.json`` (``test_dice``, ``val_dice``, ``n_annotations``), or None.
+        reference: ``reference.json`` (``test_dice`` or ``test_accuracy``, ..., ``n_annotations``), or None.
     """
 
     run_dir: Path
@@ -74,8 +74,8 @@ def load_run(run_dir: str | Path) -> Run:
     """Read one run folder (``ledger.jsonl`` required; ``config.json``, ``reference.json`` optional)."""
     run_dir = Path(run_dir)
     reference = _read_json(run_dir / "reference.json")
-    if reference is not None and "test_dice" not in reference:
-        raise ValueError(f"{run_dir / 'reference.json'} has no 'test_dice'; recompute the reference")
+    if reference is not None and not any(f"test_{m}" in reference for m in ("dice", "accuracy")):
+        raise ValueError(f"{run_dir / 'reference.json'} has no 'test_dice' or 'test_accuracy'; recompute it")
     return Run(
         run_dir=run_dir,
         config=_read_json(run_dir / "config.json") or {},

@@ -1,5 +1,9 @@
-"""The numbers that compare strategies: final Dice, area under the learning curve, annotations to a
-target, a paired test against random, and time per phase. Plain dicts, JSON-safe (None, never NaN).
+"""The numbers that compare strategies: the final test score, area under the learning curve,
+annotations to a target, a paired test against random, and time per phase. Plain dicts, JSON-safe
+(None, never NaN).
+
+The score is the task's primary metric: Dice for segmentation runs, accuracy for classification runs
+(keys such as ``final_test_dice_mean`` / ``final_test_accuracy_mean`` name it).
 """
 
 from __future__ import annotations
@@ -14,6 +18,16 @@ from activeseg.report.runs import Run, group_by_strategy, references_by_seed
 
 PHASES = ("train", "evaluate", "score", "select")
 BASELINE = "random"
+METRICS = ("dice", "accuracy")  # what a segmentation / classification ledger records per round
+
+
+def run_metric(run: Run) -> str:
+    """``dice`` for a segmentation run, ``accuracy`` for a classification run (from its first record)."""
+    test = run.records[0]["test"]
+    for metric in METRICS:
+        if metric in test:
+            return metric
+    raise ValueError(f"{run.run_dir}: the ledger's test scores {sorted(test)} have neither Dice nor accuracy")
 
 
 def _num(x) -> float | None:
@@ -34,34 +48,34 @@ def _rounds(run: Run) -> list[dict]:
     return sorted(run.records, key=lambda rec: rec["round"])
 
 
-def seed_summary(run: Run, target_fraction: float = 0.95) -> dict:
-    """One seed's final test Dice, AULC and annotations to ``target_fraction`` of its reference."""
+def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice") -> dict:
+    """One seed's final test ``metric``, AULC and annotations to ``target_fraction`` of its reference."""
     records = _rounds(run)
     n_annotations_R = [rec["n_annotations"] for rec in records]
-    dice_R = [np.nan if rec["test"]["dice"] is None else rec["test"]["dice"] for rec in records]
-    ref = _num(run.reference["test_dice"]) if run.reference else None
+    score_R = [np.nan if rec["test"][metric] is None else rec["test"][metric] for rec in records]
+    ref = _num((run.reference or {}).get(f"test_{metric}"))
     target = None if ref is None else target_fraction * ref
     return {
         "seed": run.seed,
         "rounds": len(records),
         "final_n_annotations": int(n_annotations_R[-1]),
-        "final_test_dice": _num(dice_R[-1]),
-        "aulc": _num(area_under_curve(n_annotations_R, dice_R)),
-        "reference_test_dice": ref,
-        "target_test_dice": target,
+        f"final_test_{metric}": _num(score_R[-1]),
+        "aulc": _num(area_under_curve(n_annotations_R, score_R)),
+        f"reference_test_{metric}": ref,
+        "target": target,
         "annotations_to_target": (
-            None if target is None else annotations_to_target(n_annotations_R, dice_R, target)
+            None if target is None else annotations_to_target(n_annotations_R, score_R, target)
         ),
     }
 
 
-def _final_test_dice_per_item(run: Run) -> np.ndarray | None:
-    values = (_rounds(run)[-1].get("test_per_item") or {}).get("dice")
+def _final_test_per_item(run: Run, metric: str) -> np.ndarray | None:
+    values = (_rounds(run)[-1].get("test_per_item") or {}).get(metric)
     return None if values is None else np.asarray(values, dtype=np.float64)
 
 
-def wilcoxon_vs(group: Sequence[Run], baseline: Sequence[Run]) -> tuple[float | None, int]:
-    """Wilcoxon p-value of final-round per-item test Dice, paired by (seed, test item).
+def wilcoxon_vs(group: Sequence[Run], baseline: Sequence[Run], metric: str = "dice") -> tuple[float | None, int]:
+    """Wilcoxon p-value of final-round per-item test ``metric``, paired by (seed, test item).
 
     Only seeds present in both groups count. Returns ``(p, n_pairs)``; p is None without pairs.
     """
@@ -71,7 +85,7 @@ def wilcoxon_vs(group: Sequence[Run], baseline: Sequence[Run]) -> tuple[float | 
         base = base_by_seed.get(run.seed)
         if base is None:
             continue
-        x, y = _final_test_dice_per_item(run), _final_test_dice_per_item(base)
+        x, y = _final_test_per_item(run, metric), _final_test_per_item(base, metric)
         if x is None or y is None:
             continue
         if x.shape != y.shape:
@@ -111,20 +125,20 @@ def seconds_per_round(group: Sequence[Run]) -> dict[str, float | None]:
 
 
 def strategy_summary(
-    group: Sequence[Run], baseline: Sequence[Run] | None, target_fraction: float = 0.95
+    group: Sequence[Run], baseline: Sequence[Run] | None, target_fraction: float = 0.95, metric: str = "dice"
 ) -> dict:
     """Per-seed numbers of one strategy and their mean/sd over seeds."""
-    per_seed = [seed_summary(run, target_fraction) for run in group]
-    final_mean, final_sd = _mean_sd([p["final_test_dice"] for p in per_seed])
+    per_seed = [seed_summary(run, target_fraction, metric) for run in group]
+    final_mean, final_sd = _mean_sd([p[f"final_test_{metric}"] for p in per_seed])
     aulc_mean, aulc_sd = _mean_sd([p["aulc"] for p in per_seed])
-    with_target = [p for p in per_seed if p["target_test_dice"] is not None]
+    with_target = [p for p in per_seed if p["target"] is not None]
     reached = [p["annotations_to_target"] for p in with_target if p["annotations_to_target"] is not None]
-    p_value, n_pairs = (None, 0) if baseline is None else wilcoxon_vs(group, baseline)
+    p_value, n_pairs = (None, 0) if baseline is None else wilcoxon_vs(group, baseline, metric)
     return {
         "seeds": [p["seed"] for p in per_seed],
         "per_seed": per_seed,
-        "final_test_dice_mean": final_mean,
-        "final_test_dice_sd": final_sd,
+        f"final_test_{metric}_mean": final_mean,
+        f"final_test_{metric}_sd": final_sd,
         "aulc_mean": aulc_mean,
         "aulc_sd": aulc_sd,
         "annotations_to_target_mean": _mean_sd(reached)[0],
@@ -136,19 +150,19 @@ def strategy_summary(
     }
 
 
-def reference_summary(runs: Sequence[Run]) -> dict | None:
+def reference_summary(runs: Sequence[Run], metric: str = "dice") -> dict | None:
     """The full-pool reference per seed and its mean, or None when no run has one."""
     refs = references_by_seed(runs)
     if not refs:
         return None
+    test, val = f"test_{metric}", f"val_{metric}"
     per_seed = [
-        {"seed": seed, "test_dice": _num(ref["test_dice"]), "val_dice": _num(ref.get("val_dice")),
-         "n_annotations": ref.get("n_annotations")}
+        {"seed": seed, test: _num(ref.get(test)), val: _num(ref.get(val)), "n_annotations": ref.get("n_annotations")}
         for seed, ref in refs.items()
     ]
-    test_mean, test_sd = _mean_sd([p["test_dice"] for p in per_seed])
-    return {"test_dice_mean": test_mean, "test_dice_sd": test_sd,
-            "val_dice_mean": _mean_sd([p["val_dice"] for p in per_seed])[0], "per_seed": per_seed}
+    test_mean, test_sd = _mean_sd([p[test] for p in per_seed])
+    return {f"{test}_mean": test_mean, f"{test}_sd": test_sd,
+            f"{val}_mean": _mean_sd([p[val] for p in per_seed])[0], "per_seed": per_seed}
 
 
 def summarize(runs: Sequence[Run], target_fraction: float = 0.95) -> dict:
@@ -156,11 +170,13 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95) -> dict:
 
     Args:
         runs: runs from :func:`activeseg.report.find_runs`; runs without a finished round are left out.
+            All of one task: Dice compares segmentation runs, accuracy classification runs.
         target_fraction: annotations-to-target counts the annotations needed to reach this fraction
-            of each seed's full-pool reference test Dice.
+            of each seed's full-pool reference test score.
 
     Returns:
-        ``{"target_fraction", "reference", "strategies": {name: {...}}, "runs": [...]}``, JSON-safe.
+        ``{"metric", "target_fraction", "reference", "strategies": {name: {...}}, "runs": [...]}``,
+        JSON-safe.
     """
     finished = []
     for run in runs:
@@ -172,19 +188,23 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95) -> dict:
             )
     if not finished:
         raise ValueError("no run has a finished round yet; wait for `activeseg simulate` to finish one")
-    no_dice = [str(run.run_dir) for run in finished if "dice" not in run.records[0]["test"]]
-    if no_dice:
+    metrics = {str(run.run_dir): run_metric(run) for run in finished}
+    if len(set(metrics.values())) > 1:
+        seg = next(d for d, m in metrics.items() if m == "dice")
+        cls = next(d for d, m in metrics.items() if m == "accuracy")
         raise ValueError(
-            f"{no_dice[0]} is a classification run (test accuracy, no Dice); this report compares "
-            "segmentation runs by Dice. Read its ledger.jsonl (test accuracy, error, AUC per round) instead"
+            f"cannot compare segmentation runs ({seg}) with classification runs ({cls}) in one report; "
+            "run `activeseg report` on each task's folders separately"
         )
+    metric = next(iter(metrics.values()))
     groups = group_by_strategy(finished)
     baseline = groups.get(BASELINE)
     return {
+        "metric": metric,
         "target_fraction": target_fraction,
-        "reference": reference_summary(finished),
+        "reference": reference_summary(finished, metric),
         "strategies": {
-            name: strategy_summary(group, None if name == BASELINE else baseline, target_fraction)
+            name: strategy_summary(group, None if name == BASELINE else baseline, target_fraction, metric)
             for name, group in groups.items()
         },
         "runs": [

@@ -8,6 +8,11 @@ from pathlib import Path
 from activeseg.report.summary import PHASES
 
 NONE = "—"
+LABELS = {"dice": "Dice", "accuracy": "accuracy"}
+
+
+def _label(summary: dict) -> str:
+    return LABELS[summary.get("metric", "dice")]
 
 
 def _mean_sd(mean: float | None, sd: float | None, n: int) -> str:
@@ -23,7 +28,7 @@ def _target(s: dict) -> str:
         return "n/a"
     per_seed = []
     for p in s["per_seed"]:
-        if p["target_test_dice"] is None:
+        if p["target"] is None:
             per_seed.append("n/a")
         else:
             n = p["annotations_to_target"]
@@ -49,12 +54,13 @@ def _seconds(x: float | None) -> str:
 def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Header and one row per strategy: seeds, final test Dice, AULC, annotations to target, p."""
     pct = f"{summary['target_fraction']:.0%}"
-    header = ["strategy", "seeds", "final test Dice", "AULC (test Dice)",
+    metric, label = summary.get("metric", "dice"), _label(summary)
+    header = ["strategy", "seeds", f"final test {label}", f"AULC (test {label})",
               f"annotations to {pct} of full pool", "p vs random"]
     rows = []
     for name, s in summary["strategies"].items():
         n = len(s["seeds"])
-        rows.append([name, str(n), _mean_sd(s["final_test_dice_mean"], s["final_test_dice_sd"], n),
+        rows.append([name, str(n), _mean_sd(s[f"final_test_{metric}_mean"], s[f"final_test_{metric}_sd"], n),
                      _mean_sd(s["aulc_mean"], s["aulc_sd"], n), _target(s), _p(s["wilcoxon_p_vs_random"])])
     return header, rows
 
@@ -70,21 +76,23 @@ def timing_table(summary: dict) -> tuple[list[str], list[list[str]]]:
 def notes(summary: dict) -> list[str]:
     """Sentences that say how the main table's columns were computed."""
     pct = f"{summary['target_fraction']:.0%}"
+    metric, label = summary.get("metric", "dice"), _label(summary)
     ref = summary["reference"]
     if ref is None:
         target = (f"Annotations to {pct} of full pool: n/a, the full-pool reference was not computed "
                   "(run `activeseg simulate` without `--no-reference`).")
     else:
-        target = (f"Annotations to {pct} of full pool: the annotations at the first round whose test Dice "
-                  f"reaches {pct} of that seed's full-pool reference (mean reference test Dice "
-                  f"{ref['test_dice_mean']:.3f} over {len(ref['per_seed'])} seed(s)); shown as the mean over "
-                  "the seeds that reached it (reached/seeds with a reference) [each seed].")
+        target = (f"Annotations to {pct} of full pool: the annotations at the first round whose test {label} "
+                  f"reaches {pct} of that seed's full-pool reference (mean reference test {label} "
+                  f"{ref[f'test_{metric}_mean']:.3f} over {len(ref['per_seed'])} seed(s)); shown as the mean "
+                  "over the seeds that reached it (reached/seeds with a reference) [each seed].")
     return [
-        "Final test Dice and AULC (area under the test-Dice learning curve divided by its annotation range): "
-        "mean ± sd over seeds.",
+        f"Final test {label} and AULC (area under the test-{label} learning curve divided by its annotation "
+        "range): mean ± sd over seeds.",
         target,
-        "p vs random: two-sided Wilcoxon signed-rank test on the final round's per-item test Dice, paired by "
-        "seed and test item; — when there is no random run to compare with.",
+        f"p vs random: two-sided Wilcoxon signed-rank test on the final round's per-item test {label}, paired "
+        "by seed and test item; — when there is no random run to compare with (or the ledgers hold no "
+        "per-item scores).",
     ]
 
 
@@ -112,21 +120,24 @@ def to_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-CSV_FIELDS = [
-    "strategy", "seeds", "final_test_dice_mean", "final_test_dice_sd", "aulc_mean", "aulc_sd",
-    "annotations_to_target_mean", "annotations_to_target_reached", "annotations_to_target_seeds",
-    "wilcoxon_p_vs_random", *(f"{phase}_seconds_per_round" for phase in PHASES),
-]
+def csv_fields(metric: str = "dice") -> list[str]:
+    """The columns of ``summary.csv`` (the score columns are named after the task's metric)."""
+    return [
+        "strategy", "seeds", f"final_test_{metric}_mean", f"final_test_{metric}_sd", "aulc_mean", "aulc_sd",
+        "annotations_to_target_mean", "annotations_to_target_reached", "annotations_to_target_seeds",
+        "wilcoxon_p_vs_random", *(f"{phase}_seconds_per_round" for phase in PHASES),
+    ]
 
 
 def write_csv(summary: dict, path: str | Path) -> Path:
     """``summary.csv``: one row per strategy (random first), empty cells for missing values."""
     path = Path(path)
+    fields = csv_fields(summary.get("metric", "dice"))
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(CSV_FIELDS)
+        writer.writerow(fields)
         for name, s in summary["strategies"].items():
             values = {**s, "strategy": name, "seeds": len(s["seeds"]),
                       **{f"{phase}_seconds_per_round": s["seconds_per_round"][phase] for phase in PHASES}}
-            writer.writerow(["" if values[f] is None else values[f] for f in CSV_FIELDS])
+            writer.writerow(["" if values[f] is None else values[f] for f in fields])
     return path
