@@ -29,6 +29,7 @@ _HELP = {
     "warm_start": "fine-tune the previous round's weights instead of training from scratch",
     "estimator": "mc_dropout or deterministic",
     "mc_samples": "MC-dropout passes K",
+    "test_mc_samples": "0: evaluate val/test with dropout off (weight scaling); K > 0: the mean of K MC passes",
     "consistent_masks": "MC dropout draws K masks once per round and reuses them for every item (faster)",
     "reduction": "override the strategy's map-to-score reduction (sum, mean, max, topq_mean, ...)",
     "steps": "optimizer steps per round (fixed, as in the papers); with --epochs, the most steps",

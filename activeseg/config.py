@@ -34,6 +34,7 @@ class SimConfig:
     estimator: str = "mc_dropout"
     mc_samples: int = 20
     consistent_masks: bool = False
+    test_mc_samples: int = 0
     score_batch_size: int = 32
     reduction: str | None = None
     depth: int = 3

@@ -63,6 +63,15 @@ def round_estimator(cfg: SimConfig, seed: int):
     return get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size, seed=seed, **extra)
 
 
+def test_estimator(cfg: SimConfig, seed: int):
+    """None (dropout off, the weight-scaling approximation) or MC dropout with ``cfg.test_mc_samples``
+    passes, for the round's validation and test scores."""
+    if cfg.test_mc_samples <= 0:
+        return None
+    return get_estimator("mc_dropout", k=cfg.test_mc_samples, batch_size=max(cfg.score_batch_size, 64),
+                         seed=seed, consistent=cfg.consistent_masks)
+
+
 def make_strategy(cfg: SimConfig):
     overrides = {"reduction": cfg.reduction} if cfg.reduction and cfg.strategy != "random" else {}
     return get_strategy(cfg.strategy, **overrides)
@@ -103,8 +112,10 @@ def run_reference(cfg: SimConfig, dataset: ImageDataset, run_dir: Path) -> dict:
     train_idx = np.concatenate([split.initial, split.pool])
     t0 = time.perf_counter()
     model, result = train_round(cfg, dataset, train_idx, split.val, round_seed(cfg.seed, 0), device)
-    _, val = evaluate(model, dataset.images[split.val], dataset.targets[split.val], device=device)
-    _, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device)
+    tester = test_estimator(cfg, round_seed(cfg.seed, 0))
+    _, val = evaluate(model, dataset.images[split.val], dataset.targets[split.val], device=device, estimator=tester)
+    _, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device,
+                       estimator=tester)
     ref = {
         **{f"val_{k}": v for k, v in val.items()},
         **{f"test_{k}": v for k, v in test.items()},
@@ -189,8 +200,11 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
         model, fitres = train_round(cfg, dataset, pool.training_dataset_idx(), split.val, rseed, device,
                                     state if cfg.warm_start else None)
         t1 = time.perf_counter()
-        val_items, val = evaluate(model, dataset.images[split.val], dataset.targets[split.val], device=device)
-        test_items, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device)
+        tester = test_estimator(cfg, rseed)
+        val_items, val = evaluate(model, dataset.images[split.val], dataset.targets[split.val], device=device,
+                                  estimator=tester)
+        test_items, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device,
+                                    estimator=tester)
         t2 = time.perf_counter()
         selected: list[dict] = []
         t3 = t4 = t2

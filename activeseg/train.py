@@ -72,8 +72,16 @@ def loss_fn(name: str, logits: torch.Tensor, target: torch.Tensor, weights: torc
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images_N_C_H_W: np.ndarray, batch_size: int = 32, device: str = "cpu") -> np.ndarray:
-    """Deterministic softmax probabilities ``[N, C, H, W]`` or ``[N, C]`` (eval mode: dropout off)."""
+def predict(model: nn.Module, images_N_C_H_W: np.ndarray, batch_size: int = 32, device: str = "cpu",
+            estimator=None) -> np.ndarray:
+    """Softmax probabilities ``[N, C, H, W]`` or ``[N, C]``.
+
+    Deterministic (eval mode: dropout off, the weight-scaling approximation) unless ``estimator`` is
+    given: then the mean of its K stochastic passes (e.g. ``MCDropout``), the MC-dropout prediction.
+    """
+    if estimator is not None:
+        out = [probs.mean(1).numpy() for probs in estimator.batches(model, images_N_C_H_W, device)]
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
     was_training = model.training
     model.eval()
     out = []
@@ -85,9 +93,11 @@ def predict(model: nn.Module, images_N_C_H_W: np.ndarray, batch_size: int = 32, 
 
 
 def evaluate(
-    model: nn.Module, images: np.ndarray, targets: np.ndarray, batch_size: int | None = None, device: str = "cpu"
+    model: nn.Module, images: np.ndarray, targets: np.ndarray, batch_size: int | None = None, device: str = "cpu",
+    estimator=None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Per-item metrics and their summary for the deterministic prediction.
+    """Per-item metrics and their summary for the deterministic (or, with ``estimator``, MC-dropout
+    averaged) prediction.
 
     Segmentation (targets ``[N, H, W]``): Dice, IoU, sensitivity and specificity of the argmax
     (foreground = class ≥ 1); the summary is their mean. Classification (targets ``[N]``): per-item
@@ -97,7 +107,7 @@ def evaluate(
         (per-item metric arrays, summary of floats).
     """
     classify = task_of(targets) == "classification"
-    probs = predict(model, images, batch_size or (128 if classify else 32), device)
+    probs = predict(model, images, batch_size or (128 if classify else 32), device, estimator)
     if classify:
         return classification_metrics(probs, targets)
     per_item = segmentation_metrics(probs.argmax(1) > 0, targets > 0)

@@ -267,3 +267,23 @@ def test_gal_benchmark_counts_acquisitions_to_the_error_targets():
     assert bench._cell([120, 130, 140]) == "130 ± 10"
     assert bench._cell([120, None, "pending"]) == "120 (1/3 seeds); 1 never reached; 1 pending"
     assert bench._cell([]) == "not run"
+
+
+def test_mc_dropout_test_predictions(mnist, tmp_path):
+    from activeseg.train import evaluate, predict
+
+    data = small_mnist(mnist)
+    torch.manual_seed(0)
+    model = GalCNN()
+    est = MCDropout(k=6, batch_size=16, seed=3, consistent=True)
+    probs = predict(model, data.images[:40], estimator=est)
+    by_hand = torch.cat(list(est.batches(model, data.images[:40]))).mean(1).numpy()
+    np.testing.assert_allclose(probs, by_hand, rtol=1e-6)
+    assert not np.allclose(probs, predict(model, data.images[:40]))  # not the weight-scaled network
+    _, summary = evaluate(model, data.images[:40], data.targets[:40], estimator=est)
+    assert summary["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == data.targets[:40]))
+    cfg = SimConfig(strategy="random", **{**TINY, "rounds": 1})
+    plain = run_simulation(cfg, data, tmp_path / "plain", progress=False)[0]
+    mc = run_simulation(cfg.replace(test_mc_samples=8), data, tmp_path / "mc", progress=False)[0]
+    assert mc["best_step"] == plain["best_step"]  # same training; only the test-time prediction differs
+    assert mc["test"] != plain["test"] and 0.0 <= mc["test"]["error"] <= 1.0
