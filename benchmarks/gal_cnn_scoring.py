@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{args.n} real MNIST pool digits, K = {args.k}, BALD, batches of {args.batch_size}, one thread; "
         f"median of {args.repeats} interleaved repeats (`python benchmarks/gal_cnn_scoring.py`).",
+        "Measured while two simulation workers shared the 2 cores, so absolute times are inflated; the",
+        "ratios come from one interleaved run.",
         "",
         "| variant | seconds | speed-up vs naive | digits/s | Spearman of BALD vs naive | top-10 overlap |",
         "|---|---|---|---|---|---|",
