@@ -148,7 +148,7 @@ def write_results(out: Path, invocations: list[dict]) -> dict:
         "",
         "Protocol (`configs/gal_mnist.toml`): 20 class-balanced initial digits, 100 validation digits, the",
         "standard 10k test set, the rest of the 60k training digits as the pool; 10 acquisitions per round;",
-        "retrained from scratch each round (Adam 1e-3, batch 32, 16 epochs within 50–500 steps, best",
+        "retrained from scratch each round (Adam 2e-3, batch 64, 25 epochs and at least 50 steps, best",
         "validation accuracy checkpoint, weight decay 0.25/N); a random 2000 of the pool scored each round with",
         "K = 20 consistent MC-dropout masks; test error with dropout off (weight scaling), as the paper did.",
         "",
