@@ -37,6 +37,10 @@ class SimConfig:
     test_mc_samples: int = 0
     score_batch_size: int = 32
     reduction: str | None = None
+    sampling: str | None = None
+    temperature: float = 1.0
+    candidates: int | None = None
+    beta: float = 1.0
     depth: int = 3
     base_filters: int = 16
     dropout: float = 0.2

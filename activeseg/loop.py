@@ -19,7 +19,7 @@ from activeseg.config import SimConfig
 from activeseg.data import ImageDataset, Pool, make_split
 from activeseg.models import DEFAULT_MODEL, build_model
 from activeseg.report.ledger import append_record, read_ledger, write_ledger
-from activeseg.scoring import pick_device, score_pool, uncertainty_maps
+from activeseg.scoring import pick_device, score_and_summarize, uncertainty_maps
 from activeseg.train import evaluate, fit
 from activeseg.uncertainty import get_estimator
 
@@ -57,13 +57,15 @@ def new_model(cfg: SimConfig, dataset: ImageDataset, seed: int):
         return build_model(name, **kwargs)
 
 
-def round_estimator(cfg: SimConfig, seed: int):
-    """The configured uncertainty estimator with the round's seed (fixed dropout masks per round)."""
-    extra = {"consistent": True} if cfg.consistent_masks and cfg.estimator == "mc_dropout" else {}
+def round_estimator(cfg: SimConfig, seed: int, consistent: bool = False):
+    """The configured uncertainty estimator with the round's seed (fixed dropout masks per round);
+    ``consistent`` (or ``cfg.consistent_masks``) shares the K masks across items."""
+    consistent = (consistent or cfg.consistent_masks) and cfg.estimator == "mc_dropout"
+    extra = {"consistent": True} if consistent else {}
     return get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size, seed=seed, **extra)
 
 
-def test_estimator(cfg: SimConfig, seed: int):
+def eval_estimator(cfg: SimConfig, seed: int):
     """None (dropout off, the weight-scaling approximation) or MC dropout with ``cfg.test_mc_samples``
     passes, for the round's validation and test scores."""
     if cfg.test_mc_samples <= 0:
@@ -73,8 +75,31 @@ def test_estimator(cfg: SimConfig, seed: int):
 
 
 def make_strategy(cfg: SimConfig):
+    """The configured strategy with the settings the config changes (an error names a setting the
+    strategy does not take, e.g. ``--sampling`` with ``coreset``)."""
     overrides = {"reduction": cfg.reduction} if cfg.reduction and cfg.strategy != "random" else {}
+    if cfg.sampling:
+        overrides.update(sampling=cfg.sampling, temperature=cfg.temperature)
+    if cfg.candidates is not None:
+        overrides["candidates"] = cfg.candidates
+    if cfg.beta != 1.0:
+        overrides["beta"] = cfg.beta
     return get_strategy(cfg.strategy, **overrides)
+
+
+def selection_extras(strategy, model, dataset: ImageDataset, cand_dataset_idx: np.ndarray,
+                     train_dataset_idx: np.ndarray, device: str, batch_size: int) -> dict:
+    """What a batch strategy needs besides the scores (``strategy.needs``), from the round's model."""
+    from activeseg.descriptors import deterministic_outputs
+
+    needs = getattr(strategy, "needs", ())
+    want = tuple(n for n in ("descriptors", "embedding") if n in needs)
+    extras = deterministic_outputs(model, dataset.images[cand_dataset_idx], want, batch_size, device) if want else {}
+    if "labeled_descriptors" in needs:
+        extras["labeled_descriptors"] = deterministic_outputs(
+            model, dataset.images[np.unique(train_dataset_idx)], ("descriptors",), batch_size, device
+        )["descriptors"]
+    return extras
 
 
 def train_round(cfg: SimConfig, dataset: ImageDataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int,
@@ -112,7 +137,7 @@ def run_reference(cfg: SimConfig, dataset: ImageDataset, run_dir: Path) -> dict:
     train_idx = np.concatenate([split.initial, split.pool])
     t0 = time.perf_counter()
     model, result = train_round(cfg, dataset, train_idx, split.val, round_seed(cfg.seed, 0), device)
-    tester = test_estimator(cfg, round_seed(cfg.seed, 0))
+    tester = eval_estimator(cfg, round_seed(cfg.seed, 0))
     _, val = evaluate(model, dataset.images[split.val], dataset.targets[split.val], device=device, estimator=tester)
     _, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device,
                        estimator=tester)
@@ -200,7 +225,7 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
         model, fitres = train_round(cfg, dataset, pool.training_dataset_idx(), split.val, rseed, device,
                                     state if cfg.warm_start else None)
         t1 = time.perf_counter()
-        tester = test_estimator(cfg, rseed)
+        tester = eval_estimator(cfg, rseed)
         val_items, val = evaluate(model, dataset.images[split.val], dataset.targets[split.val], device=device,
                                   estimator=tester)
         test_items, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device,
@@ -215,10 +240,17 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
             candidates = np.sort(subset_rng.choice(candidates, cfg.score_subset, replace=False))
         if round_ < cfg.rounds and len(candidates):
             cand_dataset_idx = pool.dataset_idx[candidates]
-            scores = score_pool(model, dataset.images[cand_dataset_idx], strategy, device=device,
-                                estimator=round_estimator(cfg, rseed))
+            needs = getattr(strategy, "needs", ())
+            scores, summaries = score_and_summarize(
+                model, dataset.images[cand_dataset_idx], strategy,
+                round_estimator(cfg, rseed, getattr(strategy, "consistent", False)), device,
+                summarize="probs" in needs)
+            extras = selection_extras(strategy, model, dataset, cand_dataset_idx, pool.training_dataset_idx(),
+                                      device, max(cfg.score_batch_size, 64)) if needs else {}
+            if summaries is not None:
+                extras["probs"] = summaries
             t3 = time.perf_counter()
-            chosen = strategy.select(scores, cfg.query, np.random.default_rng(rseed))
+            chosen = strategy.select(scores, cfg.query, np.random.default_rng(rseed), extras=extras)
             t4 = time.perf_counter()
             picked_pool = candidates[chosen]
             selected = [

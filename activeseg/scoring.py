@@ -52,20 +52,30 @@ def score_pool(
         ``scores_N`` float64.
     """
     strategy = _resolve(strategy)
+    estimator = estimator or MCDropout(k=k, batch_size=batch_size, seed=seed)
+    return score_and_summarize(model, images_N_C_H_W, strategy, estimator, device, progress=progress)[0]
+
+
+def score_and_summarize(model: nn.Module, images_N_C_H_W, strategy, estimator, device: str | None = "auto",
+                        summarize: bool = False, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores ``[N]`` and, with ``summarize``, ``strategy.summarize`` of each batch's probabilities
+    (BatchBALD's ``[N, K, C]``), from one streaming pass; the full ``probs_N_K_C_H_W`` is never held."""
     n = len(images_N_C_H_W)
-    if not strategy.needs_model:
-        return strategy.score(np.zeros((n, 1, 2), np.float32))
+    if not strategy.needs_model or not getattr(strategy, "needs_scores", True):
+        if not summarize:
+            return np.zeros(n), None
     device = pick_device(device)
     model.to(device)
-    estimator = estimator or MCDropout(k=k, batch_size=batch_size, seed=seed)
-    scores = []
+    scores, summaries = [], []
     done = 0
     for probs in estimator.batches(model, images_N_C_H_W, device):
         scores.append(np.asarray(strategy.score(probs), dtype=np.float64))
+        if summarize:
+            summaries.append(strategy.summarize(probs))
         done += len(probs)
         if progress is not None:
             progress(done)
-    return np.concatenate(scores) if scores else np.zeros(0)
+    return (np.concatenate(scores) if scores else np.zeros(0)), (np.concatenate(summaries) if summaries else None)
 
 
 def uncertainty_maps(

@@ -17,7 +17,26 @@ from activeseg.acquisition import (
 
 ALL_NAMES = sorted(STRATEGIES)
 SPATIAL_ONLY = ("foreground_mean", "distance_weighted")  # reductions that need pixels
-RANKING_NAMES = [name for name in ALL_NAMES if get_strategy(name).needs_model]
+# deterministic top-k rankings of a score (no sampling, nothing but the scores needed)
+RANKING_NAMES = [
+    name for name in ALL_NAMES
+    if get_strategy(name).needs_model and not get_strategy(name).needs and getattr(get_strategy(name), "sampling",
+                                                                                      "top_k") == "top_k"
+]
+
+
+def extras_for(strategy, probs) -> dict:
+    """What a strategy's ``needs`` asks the loop for, made up for N items (as the loop would pass)."""
+    n = len(probs)
+    rng = np.random.default_rng(11)
+    made = {
+        "descriptors": rng.random((n, 5)),
+        "labeled_descriptors": rng.random((3, 5)),
+        "embedding": rng.normal(size=(n, 6)),
+    }
+    if "probs" in strategy.needs:
+        made["probs"] = strategy.summarize(probs)
+    return {k: v for k, v in made.items() if k in strategy.needs}
 
 
 def random_probs(shape_N_K_S: tuple, num_classes: int = 3, seed: int = 0) -> np.ndarray:
@@ -104,8 +123,10 @@ def test_overrides():
 def test_registry_errors():
     with pytest.raises(ValueError, match="valid strategies: .*bald.*random"):
         get_strategy("entropy")
-    with pytest.raises(ValueError, match="no setting 'temperature'.*valid settings: reduction"):
-        get_strategy("bald", temperature=2.0)
+    with pytest.raises(ValueError, match="no setting 'tau'.*valid settings: reduction"):
+        get_strategy("bald", tau=2.0)
+    with pytest.raises(ValueError, match="no setting 'reduction'.*valid settings: base"):
+        get_strategy("coreset", reduction="sum")
     with pytest.raises(ValueError, match="heuristic is fixed"):
         get_strategy("bald", heuristic="max_entropy")
     with pytest.raises(ValueError, match="valid settings: none"):
@@ -171,7 +192,7 @@ def test_score_map_select_on_every_layout(strategy, layout):
     assert isinstance(scores, np.ndarray) and scores.dtype == np.float64
     assert scores.shape == (shape_N_K_S[0],) and np.all(np.isfinite(scores))
     assert strategy.map(probs).shape == (shape_N_K_S[0], *shape_N_K_S[2:])
-    picks = strategy.select(scores, 3, np.random.default_rng(0))
+    picks = strategy.select(scores, 3, np.random.default_rng(0), extras=extras_for(strategy, probs))
     assert picks.shape == (3,) and len(set(picks.tolist())) == 3
     assert picks.min() >= 0 and picks.max() < shape_N_K_S[0]
 
@@ -184,21 +205,37 @@ def test_torch_probs_give_the_same_scores(strategy):
 
 
 def test_same_seed_same_picks(strategy):
-    scores = strategy.score(random_probs(SHAPES["segmentation"]))
-    first = strategy.select(scores, 4, np.random.default_rng(42))
-    np.testing.assert_array_equal(first, strategy.select(scores, 4, np.random.default_rng(42)))
+    probs = random_probs(SHAPES["segmentation"])
+    scores, extras = strategy.score(probs), extras_for(strategy, probs)
+    first = strategy.select(scores, 4, np.random.default_rng(42), extras=extras)
+    np.testing.assert_array_equal(first, strategy.select(scores, 4, np.random.default_rng(42), extras=extras))
 
 
 @pytest.mark.parametrize("k", [7, 8, 100])
 def test_k_at_least_pool_size_returns_everything(strategy, k):
-    scores = strategy.score(random_probs(SHAPES["segmentation"]))
-    picks = strategy.select(scores, k, np.random.default_rng(0))
+    probs = random_probs(SHAPES["segmentation"])
+    picks = strategy.select(strategy.score(probs), k, np.random.default_rng(0), extras=extras_for(strategy, probs))
     assert sorted(picks.tolist()) == list(range(7))
 
 
 def test_bad_k_raises(strategy):
     with pytest.raises(ValueError):
-        strategy.select(np.zeros(5), 0, np.random.default_rng(0))
+        strategy.select(np.zeros(5), 0, np.random.default_rng(0), extras=extras_for(strategy, random_probs((5, 2))))
+
+
+def test_batch_strategies_say_what_is_missing():
+    with pytest.raises(ValueError, match=r"needs \['descriptors'\] in extras"):
+        get_strategy("max_cover").select(np.ones(4), 2, np.random.default_rng(0))
+
+
+def test_stochastic_sampling_depends_on_the_seed_only():
+    strategy = get_strategy("power_bald")
+    scores = strategy.score(random_probs((40, 4)))
+    picks = [strategy.select(scores, 5, np.random.default_rng(seed)).tolist() for seed in (0, 0, 1)]
+    assert picks[0] == picks[1] != picks[2]
+    assert get_strategy("bald", sampling="rank", temperature=0.5).select(scores, 5, np.random.default_rng(0)).size == 5
+    with pytest.raises(ValueError, match="unknown sampling 'gumbel'"):
+        get_strategy("bald", sampling="gumbel")
 
 
 def test_scores_are_per_item_so_batches_can_stream(strategy):

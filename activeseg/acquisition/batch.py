@@ -127,7 +127,7 @@ def max_cover(scores_N, features_N_D, k: int, candidates: int = 16, block: int =
     scores = np.asarray(scores_N, dtype=np.float64)
     if len(scores) != len(x):
         raise ValueError(f"{len(scores)} scores for {len(x)} descriptors; pass one score per item")
-    if candidates < k:
+    if candidates < min(k, len(x)):
         raise ValueError(f"candidates={candidates} < k={k}; the picks come from the top candidates")
     cand = top_k(scores, candidates)
     sim_N_K = np.concatenate(

@@ -16,8 +16,14 @@ The loop depends only on this protocol, never on concrete classes::
   depends only on that item's probabilities, so the loop may call it batch by batch and concatenate.
 - ``map(probs_N_K_C_S)``: the per-pixel uncertainty map ``[N, *spatial]`` the score came from (for
   heatmaps), same array library as the input.
-- ``select(scores_N, k, rng)``: exactly ``min(k, N)`` distinct positions in ``0..N-1``; only ``rng``
-  supplies randomness.
+- ``select(scores_N, k, rng, extras=None)``: exactly ``min(k, N)`` distinct positions in ``0..N-1``;
+  only ``rng`` supplies randomness.
+- ``needs``: what ``select`` needs besides the scores, which the loop then passes in ``extras``:
+  ``"descriptors"`` (``[N, D]`` encoder descriptors of the candidates), ``"labeled_descriptors"`` (of
+  the labelled items), ``"embedding"`` (BADGE gradient embeddings), ``"probs"`` (per-sample
+  probabilities ``[N, K, C]`` from ``summarize``). Empty for the score-only strategies.
+- ``needs_scores``: False when ``select`` ignores the MC-dropout scores (core-set, BADGE), so the loop
+  skips the K passes; ``consistent``: True when the K samples must share dropout masks across items.
 
 Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` builds one):
 
@@ -31,6 +37,13 @@ Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` build
 - ``std``: ``std`` map, ``sum`` (the axon-myelin score without distance weighting).
 - ``std_edt``: ``std`` map, ``distance_weighted`` (the axon-myelin method).
 - ``random``: no map; ``needs_model=False``.
+- ``power_bald``: BALD scores, k items sampled ∝ score (Kirsch et al. 2023); any uncertainty strategy
+  takes ``sampling="power" | "softmax" | "rank"`` and ``temperature``.
+- ``max_cover``: Suggestive Annotation, top 16 by ``mean_std`` then greedy max cover of the pool.
+- ``coreset``: k-center greedy on descriptors (Sener & Savarese 2018).
+- ``density_weighted``: BALD × mean similarity to the pool ^ β (Settles & Craven 2008).
+- ``batchbald``: BatchBALD (Kirsch et al. 2019) on consistent MC-dropout samples.
+- ``badge``: k-means++ on gradient embeddings (Ash et al. 2020).
 
 The default reduction is ``mean`` because summed scores grow with image size and would favour large
 images in a pool of mixed sizes; ``sum`` is one override away (``get_strategy("bald", reduction="sum")``).
@@ -56,11 +69,12 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from activeseg.acquisition import batch
 from activeseg.acquisition.heuristics import HEURISTICS
 from activeseg.acquisition.reductions import REDUCTIONS, reduce_map
 from activeseg.acquisition.selectors import random_k, top_k
 
-__all__ = ["STRATEGIES", "RandomStrategy", "Strategy", "UncertaintyStrategy", "get_strategy"]
+__all__ = ["STRATEGIES", "BatchStrategy", "RandomStrategy", "Strategy", "UncertaintyStrategy", "get_strategy"]
 
 
 @runtime_checkable
@@ -74,7 +88,7 @@ class Strategy(Protocol):
 
     def map(self, probs_N_K_C_S): ...
 
-    def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray: ...
+    def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,9 @@ class UncertaintyStrategy:
         fg_class: foreground class index, used by the ``std`` map and the foreground reductions.
         threshold: foreground threshold on ``p̄_fg`` for the foreground reductions.
         variance: with ``heuristic="std"``, use the variance instead of the standard deviation.
+        sampling: ``top_k`` (default), or sample the batch ∝ the scores: ``power``, ``softmax``, ``rank``
+            (``batch.stochastic_batch``).
+        temperature: of the stochastic sampling.
     """
 
     name: str
@@ -98,8 +115,13 @@ class UncertaintyStrategy:
     fg_class: int = 1
     threshold: float = 0.5
     variance: bool = False
+    sampling: str = "top_k"
+    temperature: float = 1.0
 
     needs_model: ClassVar[bool] = True
+    needs_scores: ClassVar[bool] = True
+    consistent: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         if self.heuristic not in HEURISTICS:
@@ -110,6 +132,8 @@ class UncertaintyStrategy:
             raise ValueError(f"unknown reduction {self.reduction!r}; valid reductions: {valid}")
         if self.variance and self.heuristic != "std":
             raise ValueError(f"variance=True only applies to the 'std' heuristic, not {self.heuristic!r}")
+        if self.sampling not in ("top_k", *batch.STOCHASTIC_MODES):
+            raise ValueError(f"unknown sampling {self.sampling!r}; valid: top_k, {', '.join(batch.STOCHASTIC_MODES)}")
 
     def map(self, probs_N_K_C_S):
         """Uncertainty map ``[N, *spatial]`` (same array library as the input), higher = more uncertain."""
@@ -129,9 +153,11 @@ class UncertaintyStrategy:
             threshold=self.threshold,
         )
 
-    def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-        """The ``min(k, N)`` highest-scoring positions, highest first; ``rng`` is unused."""
-        return top_k(scores_N, k)
+    def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray:
+        """The ``min(k, N)`` highest-scoring positions, highest first (``rng`` unused), or a sample."""
+        if self.sampling == "top_k":
+            return top_k(scores_N, k)
+        return batch.stochastic_batch(scores_N, k, rng, mode=self.sampling, temperature=self.temperature)
 
 
 @dataclass(frozen=True)
@@ -145,6 +171,9 @@ class RandomStrategy:
     name: str = "random"
 
     needs_model: ClassVar[bool] = False
+    needs_scores: ClassVar[bool] = False
+    consistent: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def map(self, probs_N_K_C_S):
         """A zero map ``[N, *spatial]`` (same array library as the input): random has no uncertainty."""
@@ -157,9 +186,105 @@ class RandomStrategy:
         """Zeros ``[N]`` float64: the score carries no information for random selection."""
         return np.zeros(probs_N_K_C_S.shape[0])
 
-    def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray:
         """``min(k, N)`` distinct positions drawn with ``rng``; the score values are ignored."""
         return random_k(len(scores_N), k, rng)
+
+
+SELECTORS = ("max_cover", "coreset", "density_weighted", "batchbald", "badge")
+_NEEDS = {
+    "max_cover": ("descriptors",),
+    "coreset": ("descriptors", "labeled_descriptors"),
+    "density_weighted": ("descriptors",),
+    "batchbald": ("probs",),
+    "badge": ("embedding",),
+}
+
+
+@dataclass(frozen=True)
+class BatchStrategy:
+    """A batch selector over an informativeness score (``base``, a registered uncertainty strategy).
+
+    Args:
+        name: registry name.
+        selector: one of ``SELECTORS`` (see ``activeseg.acquisition.batch``).
+        base: the uncertainty strategy whose score is the informativeness (and the ledger's score).
+        candidates: max-cover's K uncertain candidates (Yang et al.: 16 for k = 8; at least 2k is used);
+            BatchBALD's BALD pre-filter (default: all).
+        beta: density exponent of ``density_weighted``.
+        num_samples: BatchBALD's exact-configuration limit and sample count.
+        pixels: segmentation only: BatchBALD treats an image as the mean class probabilities of this many
+            fixed pixel positions (the same for every image), per MC sample: a categorical per image and
+            sample, an approximation that keeps the joint entropy over images bounded.
+    """
+
+    name: str
+    selector: str
+    base: str = "bald"
+    candidates: int | None = None
+    beta: float = 1.0
+    num_samples: int = 1000
+    pixels: int = 256
+
+    needs_model: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.selector not in SELECTORS:
+            raise ValueError(f"unknown selector {self.selector!r}; valid: {', '.join(SELECTORS)}")
+        get_strategy(self.base)  # a clear error for an unknown base
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return _NEEDS[self.selector]
+
+    @property
+    def needs_scores(self) -> bool:
+        return self.selector not in ("coreset", "badge")
+
+    @property
+    def consistent(self) -> bool:
+        return self.selector == "batchbald"
+
+    def _base(self) -> Strategy:
+        return get_strategy(self.base)
+
+    def map(self, probs_N_K_C_S):
+        return self._base().map(probs_N_K_C_S)
+
+    def score(self, probs_N_K_C_S) -> np.ndarray:
+        return self._base().score(probs_N_K_C_S)
+
+    def summarize(self, probs_N_K_C_S) -> np.ndarray:
+        """``[N, K, C]`` float64 for BatchBALD: the probabilities themselves for classification; for
+        segmentation the mean over ``pixels`` fixed positions (drawn once from seed 0)."""
+        p = probs_N_K_C_S.double().numpy() if isinstance(probs_N_K_C_S, torch.Tensor) else np.asarray(probs_N_K_C_S)
+        if p.ndim == 3:
+            return p.astype(np.float64)
+        flat = p.reshape(*p.shape[:3], -1)
+        n_pix = flat.shape[-1]
+        where = np.sort(np.random.default_rng(0).choice(n_pix, min(self.pixels, n_pix), replace=False))
+        return flat[..., where].mean(-1).astype(np.float64)
+
+    def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray:
+        """``min(k, N)`` positions from the selector; ``extras`` holds what ``needs`` names."""
+        extras = extras or {}
+        missing = [n for n in self.needs if n not in extras]
+        if missing:
+            raise ValueError(f"strategy {self.name!r} needs {missing} in extras (the loop provides them)")
+        if self.selector == "max_cover":
+            cands = max(self.candidates or 16, 2 * k)  # Yang et al.: 16 candidates for 8 picks
+            return batch.max_cover(scores_N, extras["descriptors"], k, candidates=cands)
+        if self.selector == "coreset":
+            return batch.k_center_greedy(extras["descriptors"], k, labeled_M_D=extras.get("labeled_descriptors"))
+        if self.selector == "density_weighted":
+            return top_k(batch.information_density(scores_N, extras["descriptors"], beta=self.beta), k)
+        if self.selector == "batchbald":
+            return batch.batchbald(extras["probs"], k, rng, num_samples=self.num_samples, candidates=self.candidates)
+        return batch.kmeans_pp(extras["embedding"], k, rng)
+
+
+def _batch(name: str, selector: str, **defaults) -> Callable[..., Strategy]:
+    return functools.partial(BatchStrategy, name=name, selector=selector, **defaults)
 
 
 def _uncertainty(name: str, heuristic: str, reduction: str, **defaults) -> Callable[..., Strategy]:
@@ -180,10 +305,16 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "std": _uncertainty("std", "std", "sum"),
     "std_edt": _uncertainty("std_edt", "std", "distance_weighted", variance=False),
     "random": RandomStrategy,
+    "power_bald": _uncertainty("power_bald", "bald", "mean", sampling="power"),
+    "max_cover": _batch("max_cover", "max_cover", base="mean_std", candidates=16),
+    "coreset": _batch("coreset", "coreset"),
+    "density_weighted": _batch("density_weighted", "density_weighted"),
+    "batchbald": _batch("batchbald", "batchbald"),
+    "badge": _batch("badge", "badge"),
 }
 """Strategy factories by name; call with keyword overrides or use ``get_strategy``."""
 
-_FIXED = ("name", "heuristic")  # what a strategy name means; not overridable
+_FIXED = ("name", "heuristic", "selector")  # what a strategy name means; not overridable
 
 
 def get_strategy(name: str, **overrides) -> Strategy:

@@ -66,6 +66,14 @@ class GalCNN(nn.Module):
         """Logits ``[N, C]`` for images ``[N, in_channels, image_size, image_size]``."""
         return self.classifier(self.features(x))
 
+    def descriptor_layer(self) -> nn.Module:
+        """The convolution stack: its pooled maps are the image descriptors."""
+        return self.features
+
+    def output_layer(self) -> nn.Module:
+        """The last dense layer: its input is the 128 penultimate features (BADGE)."""
+        return self.classifier[-1]
+
     def stochastic_split(self) -> tuple[nn.Module, nn.Module]:
         """``(features, classifier)``: every dropout is in the classifier, so MC dropout runs the
         convolutions once per batch and only the dense layers K times (see ``activeseg.uncertainty``)."""

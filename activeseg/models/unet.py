@@ -100,3 +100,11 @@ class UNet(nn.Module):
             x = up(x)
             x = block(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)
+
+    def descriptor_layer(self) -> nn.Module:
+        """The bottleneck block: its output is the deepest encoder feature map (image descriptors)."""
+        return self.bottom
+
+    def output_layer(self) -> nn.Module:
+        """The 1×1 output convolution: its input is the per-pixel penultimate features (BADGE)."""
+        return self.head
