@@ -36,6 +36,8 @@ _HELP = {
     "temperature": "temperature of --sampling (→ 0: top-k)",
     "candidates": "max_cover: uncertain candidates (default 16, at least 2 × query); batchbald: BALD pre-filter",
     "beta": "density_weighted: exponent of the mean similarity to the pool",
+    "alpha": "entropy_mi: weight α of α·minmax(entropy) − minmax(MI)/α (Nath et al.: 1)",
+    "mi_bins": "entropy_mi: intensity bins of the image joint histograms (32; fewer for small images)",
     "steps": "optimizer steps per round (fixed, as in the papers); with --epochs, the most steps",
     "epochs": "steps = epochs × training items / batch size, within [min_steps, steps]",
     "min_steps": "the fewest steps a round takes under --epochs",

@@ -41,6 +41,8 @@ class SimConfig:
     temperature: float = 1.0
     candidates: int | None = None
     beta: float = 1.0
+    alpha: float = 1.0
+    mi_bins: int = 32
     depth: int = 3
     base_filters: int = 16
     dropout: float = 0.2

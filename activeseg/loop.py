@@ -84,6 +84,10 @@ def make_strategy(cfg: SimConfig):
         overrides["candidates"] = cfg.candidates
     if cfg.beta != 1.0:
         overrides["beta"] = cfg.beta
+    if cfg.alpha != 1.0:
+        overrides["alpha"] = cfg.alpha
+    if cfg.mi_bins != 32:
+        overrides["bins"] = cfg.mi_bins
     return get_strategy(cfg.strategy, **overrides)
 
 
@@ -95,6 +99,10 @@ def selection_extras(strategy, model, dataset: ImageDataset, cand_dataset_idx: n
     needs = getattr(strategy, "needs", ())
     want = tuple(n for n in ("descriptors", "embedding") if n in needs)
     extras = deterministic_outputs(model, dataset.images[cand_dataset_idx], want, batch_size, device) if want else {}
+    if "images" in needs:
+        extras["images"] = dataset.images[cand_dataset_idx]
+    if "train_images" in needs:
+        extras["train_images"] = dataset.images[np.unique(train_dataset_idx)]
     if "labeled_descriptors" in needs:
         extras["labeled_descriptors"] = deterministic_outputs(
             model, dataset.images[np.unique(train_dataset_idx)], ("descriptors",), batch_size, device

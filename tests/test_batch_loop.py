@@ -10,7 +10,7 @@ from activeseg.descriptors import deterministic_outputs
 from activeseg.loop import run_simulation
 from activeseg.models import build_model
 
-BATCH = ["max_cover", "coreset", "density_weighted", "batchbald", "badge", "power_bald"]
+BATCH = ["max_cover", "coreset", "density_weighted", "batchbald", "badge", "power_bald", "entropy_mi"]
 SEG = dict(depth=2, base_filters=4, steps=6, batch_size=4, eval_every=3, initial=4, query=3, rounds=2, max_pool=20,
            mc_samples=3, patch_size=32, heatmaps=0, device="cpu", reference=False)
 CLS = dict(dataset="mnist", initial=20, balanced_initial=True, val_size=30, query=5, rounds=2, steps=20, batch_size=32,

@@ -73,3 +73,16 @@ def test_entropy_mi_score():
     assert minmax([3, 3]).tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="alpha"):
         entropy_mi_score(h, mi, alpha=0)
+
+
+def test_entropy_mi_strategy_avoids_images_like_the_labelled_ones():
+    from activeseg.acquisition import get_strategy
+
+    rng = np.random.default_rng(4)
+    labelled = rng.random((2, 1, 8, 8))
+    pool = np.concatenate([labelled[:1] * 2.0, rng.random((3, 1, 8, 8))])  # item 0: a rescaled labelled image
+    strategy = get_strategy("entropy_mi", bins=8)
+    scores = np.array([0.6, 0.55, 0.55, 0.5])  # item 0 is the most uncertain, but a copy of what is labelled
+    picks = strategy.select(scores, 1, rng, extras={"images": pool, "train_images": labelled})
+    assert picks[0] != 0
+    assert get_strategy("max_entropy").select(scores, 1, rng)[0] == 0  # entropy alone takes the copy

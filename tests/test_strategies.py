@@ -33,6 +33,8 @@ def extras_for(strategy, probs) -> dict:
         "descriptors": rng.random((n, 5)),
         "labeled_descriptors": rng.random((3, 5)),
         "embedding": rng.normal(size=(n, 6)),
+        "images": rng.random((n, 1, 4, 4)),
+        "train_images": rng.random((3, 1, 4, 4)),
     }
     if "probs" in strategy.needs:
         made["probs"] = strategy.summarize(probs)

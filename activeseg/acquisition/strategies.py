@@ -21,7 +21,8 @@ The loop depends only on this protocol, never on concrete classes::
 - ``needs``: what ``select`` needs besides the scores, which the loop then passes in ``extras``:
   ``"descriptors"`` (``[N, D]`` encoder descriptors of the candidates), ``"labeled_descriptors"`` (of
   the labelled items), ``"embedding"`` (BADGE gradient embeddings), ``"probs"`` (per-sample
-  probabilities ``[N, K, C]`` from ``summarize``). Empty for the score-only strategies.
+  probabilities ``[N, K, C]`` from ``summarize``), ``"images"`` / ``"train_images"`` (the candidate
+  and labelled images). Empty for the score-only strategies.
 - ``needs_scores``: False when ``select`` ignores the MC-dropout scores (core-set, BADGE), so the loop
   skips the K passes; ``consistent``: True when the K samples must share dropout masks across items.
 
@@ -44,6 +45,7 @@ Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` build
 - ``density_weighted``: BALD × mean similarity to the pool ^ β (Settles & Craven 2008).
 - ``batchbald``: BatchBALD (Kirsch et al. 2019) on consistent MC-dropout samples.
 - ``badge``: k-means++ on gradient embeddings (Ash et al. 2020).
+- ``entropy_mi``: Nath et al. (2020): α·minmax(entropy) − minmax(mean image MI to the labelled set)/α.
 
 The default reduction is ``mean`` because summed scores grow with image size and would favour large
 images in a pool of mixed sizes; ``sum`` is one override away (``get_strategy("bald", reduction="sum")``).
@@ -69,7 +71,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from activeseg.acquisition import batch
+from activeseg.acquisition import batch, mutual_info
 from activeseg.acquisition.heuristics import HEURISTICS
 from activeseg.acquisition.reductions import REDUCTIONS, reduce_map
 from activeseg.acquisition.selectors import random_k, top_k
@@ -191,8 +193,9 @@ class RandomStrategy:
         return random_k(len(scores_N), k, rng)
 
 
-SELECTORS = ("max_cover", "coreset", "density_weighted", "batchbald", "badge")
+SELECTORS = ("max_cover", "coreset", "density_weighted", "batchbald", "badge", "entropy_mi")
 _NEEDS = {
+    "entropy_mi": ("images", "train_images"),
     "max_cover": ("descriptors",),
     "coreset": ("descriptors", "labeled_descriptors"),
     "density_weighted": ("descriptors",),
@@ -216,6 +219,8 @@ class BatchStrategy:
         pixels: segmentation only: BatchBALD treats an image as the mean class probabilities of this many
             fixed pixel positions (the same for every image), per MC sample: a categorical per image and
             sample, an approximation that keeps the joint entropy over images bounded.
+        alpha: ``entropy_mi``'s weight α (Nath et al.: 1).
+        bins: ``entropy_mi``'s intensity bins of the joint histograms (32; fewer for small images).
     """
 
     name: str
@@ -225,6 +230,8 @@ class BatchStrategy:
     beta: float = 1.0
     num_samples: int = 1000
     pixels: int = 256
+    alpha: float = 1.0
+    bins: int = 32
 
     needs_model: ClassVar[bool] = True
 
@@ -278,6 +285,9 @@ class BatchStrategy:
             return batch.k_center_greedy(extras["descriptors"], k, labeled_M_D=extras.get("labeled_descriptors"))
         if self.selector == "density_weighted":
             return top_k(batch.information_density(scores_N, extras["descriptors"], beta=self.beta), k)
+        if self.selector == "entropy_mi":
+            mi = mutual_info.mi_matrix(extras["images"], extras["train_images"], bins=self.bins)
+            return top_k(mutual_info.entropy_mi_score(scores_N, mi, alpha=self.alpha), k)
         if self.selector == "batchbald":
             return batch.batchbald(extras["probs"], k, rng, num_samples=self.num_samples, candidates=self.candidates)
         return batch.kmeans_pp(extras["embedding"], k, rng)
@@ -311,6 +321,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "density_weighted": _batch("density_weighted", "density_weighted"),
     "batchbald": _batch("batchbald", "batchbald"),
     "badge": _batch("badge", "badge"),
+    "entropy_mi": _batch("entropy_mi", "entropy_mi", base="max_entropy"),
 }
 """Strategy factories by name; call with keyword overrides or use ``get_strategy``."""
 
