@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import xlogy
 
-from activeseg.acquisition.selectors import _check_k, top_k
+from activeseg.acquisition.selectors import _check_k, check_rng, top_k
 
 __all__ = [
     "batchbald",
@@ -56,12 +56,6 @@ def _as_2d(x, name: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} holds NaN or infinite values; check the model's features")
     return x
-
-
-def _check_rng(rng) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
-    return rng
 
 
 def cosine_normalize(features_N_D) -> np.ndarray:
@@ -190,7 +184,7 @@ def batchbald(probs_N_K_C, k: int, rng: np.random.Generator, num_samples: int = 
             whose own BALD is low, and this bounds the cost.
     """
     k = _check_k(k)
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     p = np.asarray(probs_N_K_C, dtype=np.float64)
     if p.ndim != 3:
         raise ValueError(f"batchbald needs probs [N, K, C] (one label per item), got shape {p.shape}")
@@ -266,7 +260,7 @@ def kmeans_pp(embedding_N_D, k: int, rng: np.random.Generator, block: int = BLOC
     """k-means++ seeding as BADGE uses it: the first centre is the largest-norm embedding, each next one
     is drawn with probability ∝ squared distance to the nearest centre (never a chosen point twice)."""
     k = _check_k(k)
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     x = _as_2d(embedding_N_D, "embedding")
     if len(x) == 0:
         return np.zeros(0, np.int64)
@@ -302,7 +296,7 @@ def stochastic_batch(scores_N, k: int, rng: np.random.Generator, mode: str = "po
     each mode becomes top-k; T = 1 is Kirsch et al.'s default.
     """
     k = _check_k(k)
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     if mode not in STOCHASTIC_MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(STOCHASTIC_MODES)}")
     if not temperature > 0:

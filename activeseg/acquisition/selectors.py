@@ -25,6 +25,16 @@ def _check_k(k: int) -> int:
     return k
 
 
+def check_rng(rng) -> np.random.Generator:
+    """Returns ``rng`` after checking it is a ``numpy.random.Generator`` (the only source of randomness)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            "rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), "
+            f"got {type(rng).__name__}"
+        )
+    return rng
+
+
 def top_k(scores_N, k: int) -> np.ndarray:
     """Indices of the ``k`` highest scores, highest first.
 
@@ -72,9 +82,4 @@ def random_k(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     n = operator.index(n)
     if n < 0:
         raise ValueError(f"n must be the number of candidate items (>= 0), got {n}")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            "rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), "
-            f"got {type(rng).__name__}"
-        )
-    return rng.choice(n, size=min(k, n), replace=False).astype(np.int64)
+    return check_rng(rng).choice(n, size=min(k, n), replace=False).astype(np.int64)
