@@ -42,6 +42,8 @@ _HELP = {
     "epochs": "steps = epochs × training items / batch size, within [min_steps, steps]",
     "min_steps": "the fewest steps a round takes under --epochs",
     "weight_decay_rule": "fixed, or per_item: weight_decay / N (Gal et al.: 0.25 / N)",
+    "checkpoint": "best: keep the weights with the best validation score; last: the final weights",
+    "eval_every": "validate every this many steps (0: only at the end)",
     "save_per_item": "store per-item val/test metrics in the ledger (needed for Wilcoxon tests)",
     "loss": "auto (dice+wce for segmentation, ce for classification), dice, wce, dice+wce or ce",
     "heatmaps": "overlays saved per round (picked items)",

@@ -56,6 +56,7 @@ class SimConfig:
     min_steps: int = 50
     loss: str = "auto"
     eval_every: int = 25
+    checkpoint: str = "best"
     augment: bool = True
     reference: bool = True
     heatmaps: int = 4

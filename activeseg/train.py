@@ -4,7 +4,8 @@ The papers train for a fixed budget per round (Nath et al. use fixed steps; the 
 fixed schedule), so a round with more labels does not silently get more optimisation: ``fit`` runs
 exactly ``steps`` Adam steps on batches drawn with replacement from the training set, evaluates the
 validation set every ``eval_every`` steps and returns the weights with the best validation score (Dice
-for segmentation, accuracy for classification).
+for segmentation, accuracy for classification), or with ``checkpoint="last"`` the final weights (Gal et
+al. trained a fixed schedule and used the validation set only for the weight decay).
 
 Both tasks share everything but the loss and the metrics: targets ``[N, H, W]`` are masks
 (segmentation), targets ``[N]`` are class labels (classification). Evaluation is deterministic (dropout
@@ -128,6 +129,7 @@ class TrainConfig:
     loss: str = "auto"  # dice+wce for segmentation, ce for classification
     eval_every: int = 25
     augment: bool = True
+    checkpoint: str = "best"  # or "last": keep the final weights (Gal et al. trained a fixed schedule)
 
     def steps_for(self, n: int) -> int:
         """Adam steps for ``n`` training items: ``steps``, or the ``epochs`` schedule clipped to
@@ -189,6 +191,9 @@ def fit(
         raise ValueError("cannot train on an empty training set; label at least one image")
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss '{cfg.loss}'; valid: {', '.join(LOSSES)}")
+    if cfg.checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint '{cfg.checkpoint}' is not one of best, last")
+    keep_last = cfg.checkpoint == "last"
     model.to(device).train()
     steps = cfg.steps_for(len(images))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay_for(len(images)))
@@ -217,14 +222,17 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if step % cfg.eval_every == 0 or step == steps:
+            if (cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == steps:
                 score = evaluate(model, val_images, val_targets, device=device)[1][metric]
                 best.history.append({"step": step, "loss": float(loss.detach()), f"val_{metric}": score})
-                if score > best.best_val:
+                if keep_last and step == steps:
+                    best.best_val, best.best_step = score, step
+                elif not keep_last and score > best.best_val:
                     best.best_val, best.best_step = score, step
                     best_state = copy.deepcopy(model.state_dict())
                 model.train()
             if progress is not None:
                 progress(step)
-    model.load_state_dict(best_state)
+    if not keep_last:
+        model.load_state_dict(best_state)
     return best

@@ -382,6 +382,31 @@ def test_fit_restores_the_best_not_the_last_weights(monkeypatch, nuclei_small):
     assert not states_equal(model.state_dict(), snapshots[6])
 
 
+def test_fit_checkpoint_last_keeps_the_final_weights(monkeypatch, nuclei_small):
+    """checkpoint="last" keeps the step-6 weights although validation peaked at step 2; eval_every=0
+    validates only at the end."""
+    x, y, vx, vy = nuclei_small
+    dice_seq = iter([0.9, 0.3, 0.5])
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: ({}, {"dice": next(dice_seq)}))
+    snapshots = {}
+    model = tiny_unet()
+
+    def progress(step):
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-2, eval_every=2, checkpoint="last")
+    result = fit(model, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), progress=progress)
+    assert result.best_step == 6 and result.best_val == 0.5
+    assert states_equal(model.state_dict(), snapshots[6])
+
+    dice_seq = iter([0.7])
+    cfg = TrainConfig(steps=5, batch_size=4, lr=1e-2, eval_every=0, checkpoint="last")
+    result = fit(tiny_unet(), x, y, vx, vy, cfg, torch.Generator().manual_seed(0))
+    assert [h["step"] for h in result.history] == [5] and result.best_val == 0.7
+    with pytest.raises(ValueError, match="checkpoint 'final' is not one of best, last"):
+        fit(tiny_unet(), x, y, vx, vy, TrainConfig(checkpoint="final"), torch.Generator())
+
+
 def test_fit_same_generator_gives_identical_weights(nuclei_small):
     x, y, vx, vy = nuclei_small
     cfg = TrainConfig(steps=4, batch_size=4, lr=1e-2, eval_every=4)
