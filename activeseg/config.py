@@ -33,6 +33,8 @@ class SimConfig:
     warm_start: bool = False
     estimator: str = "mc_dropout"
     mc_samples: int = 20
+    members: int = 5
+    prior_precision: float = 1.0
     consistent_masks: bool = False
     test_mc_samples: int = 0
     score_batch_size: int = 32

@@ -21,7 +21,8 @@ from activeseg.models import DEFAULT_MODEL, build_model
 from activeseg.report.ledger import append_record, read_ledger, write_ledger
 from activeseg.scoring import pick_device, score_and_summarize, uncertainty_maps
 from activeseg.train import evaluate, fit
-from activeseg.uncertainty import get_estimator
+from activeseg.uncertainty import COMMITTEES, Committee, fit_committee, get_estimator
+from activeseg.uncertainty.committee import member_seed
 
 
 def round_seed(seed: int, round_: int) -> int:
@@ -59,10 +60,12 @@ def new_model(cfg: SimConfig, dataset: ImageDataset, seed: int):
 
 def round_estimator(cfg: SimConfig, seed: int, consistent: bool = False):
     """The configured uncertainty estimator with the round's seed (fixed dropout masks per round);
-    ``consistent`` (or ``cfg.consistent_masks``) shares the K masks across items."""
+    ``consistent`` (or ``cfg.consistent_masks``) shares the K masks across items. A committee's K is
+    ``cfg.members``."""
     consistent = (consistent or cfg.consistent_masks) and cfg.estimator == "mc_dropout"
     extra = {"consistent": True} if consistent else {}
-    return get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size, seed=seed, **extra)
+    k = cfg.members if cfg.estimator in COMMITTEES else cfg.mc_samples
+    return get_estimator(cfg.estimator, k=k, batch_size=cfg.score_batch_size, seed=seed, **extra)
 
 
 def eval_estimator(cfg: SimConfig, seed: int):
@@ -70,6 +73,9 @@ def eval_estimator(cfg: SimConfig, seed: int):
     passes, for the round's validation and test scores."""
     if cfg.test_mc_samples <= 0:
         return None
+    if cfg.estimator in COMMITTEES:
+        raise ValueError(f"--test-mc-samples is for MC dropout; a {cfg.estimator} committee is evaluated by its "
+                         "members' mean prediction: leave --test-mc-samples at 0")
     return get_estimator("mc_dropout", k=cfg.test_mc_samples, batch_size=max(cfg.score_batch_size, 64),
                          seed=seed, consistent=cfg.consistent_masks)
 
@@ -112,11 +118,25 @@ def selection_extras(strategy, model, dataset: ImageDataset, cand_dataset_idx: n
 
 def train_round(cfg: SimConfig, dataset: ImageDataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int,
                 device: str, init_state: dict | None = None):
-    """A model trained on ``train_idx`` (duplicates allowed) with the round's seed; best-val weights."""
+    """A model trained on ``train_idx`` (duplicates allowed) with the round's seed; best-val weights.
+
+    With a committee estimator (``ensemble``, ``bootstrap``, ``svgd``) the model is a ``Committee`` of
+    ``cfg.members`` networks, each initialised from its own seed, trained by ``fit_committee``.
+    """
+    gen = torch.Generator().manual_seed(seed)  # fit derives batches, augmentation and dropout from it
+    if cfg.estimator in COMMITTEES:
+        members = [new_model(cfg, dataset, member_seed(seed, i)) for i in range(cfg.members)]
+        model = Committee(members)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        result = fit_committee(cfg.estimator, members, dataset.images[train_idx], dataset.targets[train_idx],
+                               dataset.images[val_idx], dataset.targets[val_idx], cfg.train_config(), gen,
+                               device=device, num_classes=dataset.num_classes,
+                               prior_precision=cfg.prior_precision)
+        return model, result
     model = new_model(cfg, dataset, seed)
     if init_state is not None:
         model.load_state_dict(init_state)
-    gen = torch.Generator().manual_seed(seed)  # fit derives batches, augmentation and dropout from it
     result = fit(
         model,
         dataset.images[train_idx],
@@ -283,6 +303,7 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
                         "score": round(t3 - t2, 3), "select": round(t4 - t3, 4)},
             "best_step": fitres.best_step,
             f"best_val_{fitres.metric}_during_training": fitres.best_val,
+            **({"members": fitres.members} if fitres.members else {}),
         }
         if cfg.warm_start:
             torch.save(model.state_dict(), run_dir / "last_model.pt")

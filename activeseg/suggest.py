@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from activeseg.config import SimConfig
 from activeseg.data.dataset import ImageDataset, tile
 from activeseg.data.folder import DatasetError, FolderImages, read_folder
-from activeseg.loop import make_strategy, round_seed, train_round
+from activeseg.loop import make_strategy, round_estimator, round_seed, train_round
 from activeseg.scoring import pick_device
-from activeseg.uncertainty import get_estimator
 
 
 def _patches(data: FolderImages, which: list[int], patch_size: int) -> ImageDataset:
@@ -96,8 +95,7 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
     model, fitres = train_round(cfg, both, np.arange(len(train)), np.arange(len(train), len(both)),
                                 round_seed(cfg.seed, 1), device)
     strategy = make_strategy(cfg)
-    estimator = get_estimator(cfg.estimator, k=cfg.mc_samples, batch_size=cfg.score_batch_size,
-                              seed=round_seed(cfg.seed, 1))
+    estimator = round_estimator(cfg, round_seed(cfg.seed, 1))
     scores, maps, fgs = [], {}, {}
     for i in tqdm(unlabeled, desc="scoring", unit="image", disable=quiet):
         probs = _full_image_probs(model, data.images[i], estimator, cfg.depth, device)

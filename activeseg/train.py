@@ -154,12 +154,15 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    """The best validation score (``metric``: dice or accuracy), its step, and every evaluation."""
+    """The best validation score (``metric``: dice or accuracy), its step, and every evaluation; for an
+    ensemble or bootstrap committee also each member's best step and score (the committee's
+    ``best_step`` is their median)."""
 
     best_val: float
     best_step: int
     metric: str = "dice"
     history: list[dict] = field(default_factory=list)
+    members: list[dict] = field(default_factory=list)
 
 
 def fit(
@@ -200,14 +203,42 @@ def fit(
     task = task_of(targets)
     metric = PRIMARY_METRIC[task]
     loss_name = AUTO_LOSS[task] if cfg.loss == "auto" else cfg.loss
-    classify = metric == "accuracy"
     weights = class_weights(targets, num_classes or int(targets.max()) + 1)
-    images_t = torch.from_numpy(images)
-    targets_t = torch.from_numpy(targets.astype(np.int64))
     best = FitResult(best_val=-1.0, best_step=0, metric=metric)
     best_state = copy.deepcopy(model.state_dict())
-    # Dropout draws from the global RNG: seed a forked copy from ``generator`` so the same generator
-    # gives the same weights bit for bit and the caller's global RNG state is left untouched.
+    for step, x, y in training_batches(images, targets, cfg, steps, generator, device):
+        loss = loss_fn(loss_name, model(x), y, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == steps:
+            score = evaluate(model, val_images, val_targets, device=device)[1][metric]
+            best.history.append({"step": step, "loss": float(loss.detach()), f"val_{metric}": score})
+            if keep_last and step == steps:
+                best.best_val, best.best_step = score, step
+            elif not keep_last and score > best.best_val:
+                best.best_val, best.best_step = score, step
+                best_state = copy.deepcopy(model.state_dict())
+            model.train()
+        if progress is not None:
+            progress(step)
+    if not keep_last:
+        model.load_state_dict(best_state)
+    return best
+
+
+def training_batches(images: np.ndarray, targets: np.ndarray, cfg: TrainConfig, steps: int,
+                     generator: torch.Generator, device: str = "cpu"):
+    """Yield ``(step, x, y)`` for steps 1..``steps``: batches of ``cfg.batch_size`` drawn with
+    replacement, augmented if ``cfg.augment``, on ``device``.
+
+    Dropout draws from the global RNG, so the loop body runs inside a forked copy of it seeded from
+    ``generator``: the same generator gives the same weights bit for bit and the caller's global RNG
+    state is left untouched.
+    """
+    classify = targets.ndim == 1
+    images_t = torch.from_numpy(images)
+    targets_t = torch.from_numpy(targets.astype(np.int64))
     dropout_seed = int(torch.randint(2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(dropout_seed)
@@ -217,22 +248,4 @@ def fit(
             if cfg.augment:
                 x, moved = augment_batch(x, None if classify else y, generator)
                 y = y if classify else moved
-            x, y = x.to(device), y.to(device)
-            loss = loss_fn(loss_name, model(x), y, weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if (cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == steps:
-                score = evaluate(model, val_images, val_targets, device=device)[1][metric]
-                best.history.append({"step": step, "loss": float(loss.detach()), f"val_{metric}": score})
-                if keep_last and step == steps:
-                    best.best_val, best.best_step = score, step
-                elif not keep_last and score > best.best_val:
-                    best.best_val, best.best_step = score, step
-                    best_state = copy.deepcopy(model.state_dict())
-                model.train()
-            if progress is not None:
-                progress(step)
-    if not keep_last:
-        model.load_state_dict(best_state)
-    return best
+            yield step, x.to(device), y.to(device)

@@ -61,7 +61,8 @@ def measure(mnist, val, rest, schedule: tuple, n: int, draws: int) -> dict:
         res = fit(model, mnist.images[train], mnist.targets[train], mnist.images[val], mnist.targets[val],
                   cfg, torch.Generator().manual_seed(draw))
         seconds.append(time.perf_counter() - t0)
-        errors.append(evaluate(model, mnist.images[mnist.official_test], mnist.targets[mnist.official_test])[1]["error"])
+        test = mnist.official_test
+        errors.append(evaluate(model, mnist.images[test], mnist.targets[test])[1]["error"])
         kept.append(res.best_step)
     return {"epochs": epochs, "batch_size": batch, "lr": lr, "checkpoint": checkpoint, "n": n,
             "steps": cfg.steps_for(n), "test_error": [round(e, 4) for e in errors], "best_step": kept,

@@ -15,6 +15,7 @@ from activeseg.report import (
     plot_learning_curves,
     read_ledger,
     save_overlay,
+    write_ledger,
 )
 from activeseg.report.curves import curve_matrix
 
@@ -192,3 +193,25 @@ def test_build_report_without_reference_or_random(tmp_path):
     assert "reference was not computed" in md
     row = next(line for line in md.splitlines() if line.startswith("| bald "))
     assert row.split(" | ")[4] == "n/a" and row.rstrip(" |").endswith("—")
+
+
+def test_no_delete_runs_get_a_training_set_size_curve(tmp_path):
+    root = tmp_path / "runs"
+    run_dir = write_run(root, "bald", 0)
+    records = read_ledger(run_dir / "ledger.jsonl")
+    for rec, size in zip(records, (4, 9, 14), strict=True):  # repeats: more training items than annotations
+        rec["train_size"] = size
+    write_ledger(run_dir / "ledger.jsonl", records)
+    runs = find_runs([root])
+    x_R, _ = curve_matrix(runs, x="train_size")
+    np.testing.assert_allclose(x_R, [4, 9, 14])
+    np.testing.assert_allclose(curve_matrix(runs)[0], N_ANNOTATIONS)
+    with pytest.raises(ValueError, match="x='steps' is not one of n_annotations, train_size"):
+        curve_matrix(runs, x="steps")
+    build_report([root], tmp_path / "report")
+    assert (tmp_path / "report" / "learning_curve_train_size.png").is_file()
+    assert (tmp_path / "report" / "index.html").read_text().count("<img") == 2  # both curves, no heatmaps
+    write_run(tmp_path / "plain", "bald", 0)
+    build_report([tmp_path / "plain"], tmp_path / "report2")
+    assert not (tmp_path / "report2" / "learning_curve_train_size.png").exists()
+    assert (tmp_path / "report2" / "index.html").read_text().count("<img") == 1

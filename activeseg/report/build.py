@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from activeseg.report.curves import plot_learning_curves
+from activeseg.report.curves import plot_learning_curves, uses_no_delete
 from activeseg.report.page import render_page
 from activeseg.report.runs import find_runs
 from activeseg.report.summary import summarize
@@ -18,7 +18,8 @@ def build_report(
 ) -> dict:
     """Compare the strategies of the runs under ``paths`` and write the report into ``out``.
 
-    Writes ``learning_curve.png``, ``summary.md``, ``summary.csv``, ``summary.json`` and
+    Writes ``learning_curve.png`` (and ``learning_curve_train_size.png`` when NoDelete runs trained on
+    repeats), ``summary.md``, ``summary.csv``, ``summary.json`` and
     ``index.html`` (self-contained: the tables, the curve and each run's ``heatmaps/round_*/`` PNGs).
 
     Args:
@@ -39,8 +40,12 @@ def build_report(
     finished = [run for run in runs if run.records]
     curve = plot_learning_curves(finished, out / "learning_curve.png", metric=summary["metric"],
                                  target_fraction=target_fraction)
+    extra = []
+    if uses_no_delete(finished):  # NoDelete: the same scores against the training set that was used
+        extra.append(plot_learning_curves(finished, out / "learning_curve_train_size.png", metric=summary["metric"],
+                                          target_fraction=target_fraction, x="train_size"))
     (out / "summary.md").write_text(to_markdown(summary), encoding="utf-8")
     write_csv(summary, out / "summary.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    (out / "index.html").write_text(render_page(summary, curve, finished), encoding="utf-8")
+    (out / "index.html").write_text(render_page(summary, curve, finished, extra), encoding="utf-8")
     return summary

@@ -12,24 +12,36 @@ from activeseg.report._figure import new_figure, save_png
 from activeseg.report.runs import Run, group_by_strategy, references_by_seed
 
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "accuracy": "accuracy", "error": "error", "auc": "AUC"}
+X_AXES = {"n_annotations": "annotations (labelled items)",
+          "train_size": "training-set size (NoDelete repeats counted)"}
+
+
+def uses_no_delete(runs: Sequence[Run]) -> bool:
+    """Whether any round trained on repeats (NoDelete re-picked a labelled item)."""
+    return any(rec.get("train_size", rec["n_annotations"]) != rec["n_annotations"] for run in runs
+               for rec in run.records)
 
 
 def curve_matrix(
-    runs: Sequence[Run], metric: str = "dice", split: str = "test"
+    runs: Sequence[Run], metric: str = "dice", split: str = "test", x: str = "n_annotations"
 ) -> tuple[np.ndarray, np.ndarray]:
     """One row per run, one column per round number, NaN where a run has no such round.
 
-    Rounds are aligned by their number. The x value of a round is the mean of the runs'
-    ``n_annotations`` at that round (identical across seeds unless NoDelete re-picks items).
+    Rounds are aligned by their number. The x value of a round is the mean of the runs' ``x`` at that
+    round: ``n_annotations`` (identical across seeds unless NoDelete re-picks items) or ``train_size``
+    (the training set with NoDelete repeats).
 
     Args:
         runs: runs to stack, usually the seeds of one strategy.
         metric: a key of the records' metric dicts (``dice``, ``iou``, ``sensitivity``, ...).
         split: ``"test"`` or ``"val"``.
+        x: ``n_annotations`` or ``train_size``.
 
     Returns:
-        ``(n_annotations_R, values_S_R)`` with ``S = len(runs)`` and ``R`` the distinct round numbers.
+        ``(x_R, values_S_R)`` with ``S = len(runs)`` and ``R`` the distinct round numbers.
     """
+    if x not in X_AXES:
+        raise ValueError(f"x='{x}' is not one of {', '.join(X_AXES)}")
     rounds = sorted({int(rec["round"]) for run in runs for rec in run.records})
     col_of = {r: j for j, r in enumerate(rounds)}
     values_S_R = np.full((len(runs), len(rounds)), np.nan)
@@ -45,7 +57,7 @@ def curve_matrix(
                 ) from None
             j = col_of[int(rec["round"])]
             values_S_R[s, j] = np.nan if value is None else value
-            n_annotations_S_R[s, j] = rec["n_annotations"]
+            n_annotations_S_R[s, j] = rec.get(x, rec["n_annotations"])
     if not rounds:
         return np.zeros(0), values_S_R
     has_R = ~np.all(np.isnan(n_annotations_S_R), axis=0)
@@ -61,10 +73,12 @@ def plot_learning_curves(
     split: str = "test",
     level: float = 0.9,
     target_fraction: float = 0.95,
+    x: str = "n_annotations",
 ) -> Path:
     """Draw one line per strategy (mean over seeds) with a ``level`` confidence band; save a PNG.
 
-    For the test score, dashed lines mark the mean full-pool reference score and ``target_fraction`` of
+    ``x`` is the horizontal axis: annotations spent, or (for NoDelete runs) the training-set size. For
+    the test score, dashed lines mark the mean full-pool reference score and ``target_fraction`` of
     it when the runs have ``reference.json`` files.
 
     Returns:
@@ -73,7 +87,7 @@ def plot_learning_curves(
     fig = new_figure(7.5, 4.8, dpi=120)
     ax = fig.add_subplot()
     for strategy, group in group_by_strategy(runs).items():
-        n_annotations_R, values_S_R = curve_matrix(group, metric, split)
+        n_annotations_R, values_S_R = curve_matrix(group, metric, split, x)
         if n_annotations_R.size == 0:
             continue
         mean_R, lo_R, hi_R = mean_band(values_S_R, level)
@@ -91,9 +105,10 @@ def plot_learning_curves(
         ax.axhline(target_fraction * ref, color="0.5", linestyle=":", linewidth=1,
                    label=f"{target_fraction:.0%} of full pool")
     name = f"{split} {METRIC_LABELS.get(metric, metric)}"
-    ax.set_xlabel("annotations (labelled items)")
+    ax.set_xlabel(X_AXES[x])
     ax.set_ylabel(name)
-    ax.set_title(f"{name} vs annotations (mean, {level:.0%} band over seeds)")
+    against = "annotations" if x == "n_annotations" else "training-set size"
+    ax.set_title(f"{name} vs {against} (mean, {level:.0%} band over seeds)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", loc="lower right")

@@ -73,8 +73,8 @@ def _heatmap_section(run: Run) -> str:
     return "\n".join(parts)
 
 
-def render_page(summary: dict, curve_png: Path, runs: list[Run]) -> str:
-    """The HTML text of the report page."""
+def render_page(summary: dict, curve_png: Path, runs: list[Run], more_curves: list[Path] = ()) -> str:
+    """The HTML text of the report page (``more_curves``: further learning-curve PNGs)."""
     strategies = ", ".join(summary["strategies"])
     heatmaps = [section for run in runs if (section := _heatmap_section(run))]
     body = [
@@ -85,6 +85,7 @@ def render_page(summary: dict, curve_png: Path, runs: list[Run]) -> str:
         "<ul>" + "".join(f"<li>{escape(note)}</li>" for note in notes(summary)) + "</ul>",
         "<h2>Learning curves</h2>",
         f"<figure>{_img(curve_png, 'learning curves')}</figure>",
+        *(f"<figure>{_img(png, 'learning curves')}</figure>" for png in more_curves),
         "<h2>Seconds per round</h2>",
         _table(*timing_table(summary)),
         "<p>Mean over rounds and seeds; score and select only over rounds that selected items.</p>",

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from activeseg.uncertainty.committee import COMMITTEES, CommitteeEstimator
+
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
@@ -161,13 +163,18 @@ def _as_tensor(x, device: str) -> torch.Tensor:
     return x.to(device, dtype=torch.float32)
 
 
-ESTIMATORS = {"mc_dropout": MCDropout, "deterministic": Deterministic}
+ESTIMATORS = {"mc_dropout": MCDropout, "deterministic": Deterministic,
+              **{name: CommitteeEstimator for name in COMMITTEES}}
 
 
 def get_estimator(name: str, **kwargs):
-    """A registered estimator; an unknown name lists the valid ones."""
+    """A registered estimator; an unknown name lists the valid ones. ``ensemble``, ``bootstrap`` and
+    ``svgd`` all score a trained :class:`~activeseg.uncertainty.committee.Committee` (they differ in how the
+    loop trains it); their ``k`` is the number of members."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator '{name}'; valid: {sorted(ESTIMATORS)}")
     if name == "deterministic":
         kwargs = {k: v for k, v in kwargs.items() if k == "batch_size"}
+    if name in COMMITTEES:
+        kwargs = {k: v for k, v in kwargs.items() if k in ("k", "batch_size", "seed")}
     return ESTIMATORS[name](**kwargs)
