@@ -1,0 +1,227 @@
+"""Nath et al. (2020) Table 1 on the real nuclei patches: random / entropy / entropy+MI, each with Delete
+and NoDelete, on an SVGD committee of 5 U-Nets.
+
+The six variants of the paper (§4.3, §5.3-5.4) on ``nuclei``:
+
+* ``random``, ``max_entropy`` (the committee's entropy, summed over the pixels as their Eq. 3 sums
+  over voxels; here its mean, which ranks the same fixed-size patches identically) and ``entropy_mi``
+  (α·minmax(H) − minmax(MI)/α with α = 1, the image-histogram mutual information to the training set);
+* Delete (a queried patch leaves the pool) and NoDelete (it stays; a re-picked patch is duplicated in the
+  training set at no annotation cost).
+
+Every round trains an SVGD committee (K = 5 particles, log soft-Dice likelihood, a fixed number of steps
+per round as the paper did) from scratch. Per run the best round is the one with the highest validation
+Dice (the paper's "best active iteration model"); the table gives its validation Dice, its test Dice and
+the data used then (annotations / (initial + pool)), mean ± sd over seeds, and a Wilcoxon signed-rank
+p-value of per-patch test Dice at the best rounds against random with Delete, paired by (seed, test
+patch). The full-pool SVGD committee of each seed is the reference row.
+
+Writes ``benchmarks/results/nath_nuclei.md`` + ``.json`` and learning curves against annotations and
+against training-set size (``nath_nuclei.png``, ``nath_nuclei_train_size.png``); runs live in
+``--out`` and resume from their ledgers.
+
+Usage::
+
+    python benchmarks/nath_nuclei.py --seeds 3 --workers 2 --hours 2.5
+    python benchmarks/nath_nuclei.py --results-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from activeseg.config import load_config
+from activeseg.metrics import wilcoxon_paired
+from activeseg.report.curves import plot_learning_curves
+from activeseg.report.runs import find_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+STRATEGIES = ["random", "max_entropy", "entropy_mi"]
+NAMES = {"random": "Random", "max_entropy": "Epistemic", "entropy_mi": "Epistemic+MI"}
+MODES = {"delete": "Delete", "nodelete": "No Delete"}
+# Nath et al. 2020, Table 1 (hippocampus): best validation Dice, its test Dice, % data used.
+PAPER = {
+    ("max_entropy", "delete"): (0.7246, 0.7051, 30.06), ("entropy_mi", "delete"): (0.7235, 0.7014, 30.06),
+    ("random", "nodelete"): (0.7180, 0.6985, 28.22), ("max_entropy", "nodelete"): (0.7211, 0.6931, 26.38),
+    ("entropy_mi", "nodelete"): (0.7241, 0.7135, 22.69), ("random", "delete"): (0.7194, 0.7107, 30.06),
+}
+
+
+def best_round(run) -> dict:
+    """The record with the highest validation Dice (the earliest on ties)."""
+    return max(run.records, key=lambda r: (r["val"]["dice"], -r["round"]))
+
+
+def table(out: Path, cfg) -> dict:
+    available = cfg.initial + cfg.max_pool
+    rows: dict[str, dict] = {}
+    best_items: dict[str, dict[int, np.ndarray]] = {}
+    for mode in MODES:
+        if not (out / mode).exists():
+            continue
+        for run in find_runs([out / mode]):
+            if run.run_dir.parent.name == "reference" or not run.records:
+                continue
+            key = f"{run.strategy}/{mode}"
+            rec = best_round(run)
+            row = rows.setdefault(key, {"strategy": run.strategy, "mode": mode, "seeds": [], "val_dice": [],
+                                        "test_dice": [], "pct_data": [], "train_size": [], "best_round": [],
+                                        "rounds_done": []})
+            row["seeds"].append(run.seed)
+            row["val_dice"].append(rec["val"]["dice"])
+            row["test_dice"].append(rec["test"]["dice"])
+            row["pct_data"].append(100.0 * rec["n_annotations"] / available)
+            row["train_size"].append(rec["train_size"])
+            row["best_round"].append(rec["round"])
+            row["rounds_done"].append(len(run.records))
+            if rec.get("test_per_item"):
+                best_items.setdefault(key, {})[run.seed] = np.asarray(rec["test_per_item"]["dice"])
+    base = best_items.get("random/delete", {})
+    for key, row in rows.items():
+        if key == "random/delete":
+            row["p_vs_random_delete"] = None
+            continue
+        seeds = sorted(set(best_items.get(key, {})) & set(base))
+        if seeds:
+            a = np.concatenate([best_items[key][s] for s in seeds])
+            b = np.concatenate([base[s] for s in seeds])
+            row["p_vs_random_delete"] = wilcoxon_paired(a, b)
+            row["paired_patches"] = int(a.size)
+        else:
+            row["p_vs_random_delete"] = None
+    refs = []
+    for ref_file in sorted((out / "delete" / "reference").glob("seed_*/reference.json")):
+        refs.append(json.loads(ref_file.read_text()))
+    return {"rows": rows, "reference": refs, "available": available, "rounds": cfg.rounds}
+
+
+def _ms(values, digits=4) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def _p(p) -> str:
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESULTS) -> dict:
+    doc = table(out, cfg)
+    doc["invocations"] = invocations
+    doc["paper_table1_hippocampus"] = {f"{s}/{m}": v for (s, m), v in PAPER.items()}
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "nath_nuclei.json").write_text(json.dumps(doc, indent=1) + "\n")
+    runs = []
+    for mode in MODES:
+        if (out / mode).exists():
+            for run in find_runs([out / mode]):
+                if run.run_dir.parent.name != "reference" and run.records:
+                    run.config["strategy"] = f"{run.strategy} {MODES[mode]}"
+                    runs.append(run)
+    if runs:
+        plot_learning_curves(runs, results / "nath_nuclei.png")
+        plot_learning_curves(runs, results / "nath_nuclei_train_size.png", x="train_size")
+    lines = []
+    order = [(s, m) for m in MODES for s in STRATEGIES]
+    for s, m in order:
+        row = doc["rows"].get(f"{s}/{m}")
+        if row is None:
+            continue
+        paper = PAPER[(s, m)]
+        lines.append(f"| {NAMES[s]} {MODES[m]} | {len(row['seeds'])} | {_ms(row['val_dice'])} "
+                     f"| {_ms(row['test_dice'])} "
+                     f"| {_ms(row['pct_data'], 1)} % | {_ms(row['train_size'], 1)} | {_p(row['p_vs_random_delete'])} "
+                     f"| {paper[0]:.4f} / {paper[1]:.4f} / {paper[2]:.2f} % |")
+    ref = doc["reference"]
+    if ref:
+        lines.append(f"| Full pool, SVGD | {len(ref)} | {_ms([r['val_dice'] for r in ref])} "
+                     f"| {_ms([r['test_dice'] for r in ref])} | 100 % | {ref[0]['n_annotations']} | — "
+                     "| 0.7257 / 0.7093 / 100 % |")
+    hours = sum(i["hours"] for i in invocations)
+    cfg_name = invocations[-1].get("config", "configs/nath_nuclei.toml") if invocations else "configs/nath_nuclei.toml"
+    md = "\n".join([
+        "# Nath et al. (2020) Table 1 on real nuclei patches: SVGD committee, Delete vs NoDelete",
+        "",
+        f"Per run, the round with the best validation Dice; its test Dice; the data used then (annotations / "
+        f"{doc['available']} patches of initial set + pool); mean ± sd over seeds. p: Wilcoxon signed-rank "
+        "test of per-patch test Dice at the best rounds against Random Delete, paired by (seed, patch). "
+        "Last column: the paper's hippocampus numbers (val / test / % data), for the form only: another "
+        "dataset and 3-D.",
+        "",
+        "| method | seeds | best val Dice | its test Dice | % data | training-set size | p vs Random Delete "
+        "| paper (hippocampus) |",
+        "|---|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+        f"Protocol (`{cfg_name}`): {cfg.initial} initial patches, +{cfg.query} per round, "
+        f"{cfg.rounds} rounds, a pool of {cfg.max_pool} patches ({cfg.patch_size}×{cfg.patch_size}); "
+        f"SVGD with K = {cfg.members} U-Nets (depth {cfg.depth}, {cfg.base_filters} filters), "
+        f"{cfg.steps} Adam steps per round (lr {cfg.lr:g}, batch {cfg.batch_size}), Gaussian prior λ = "
+        f"{cfg.prior_precision:g}, the committee's mean prediction evaluated. Wall time {hours:.2f} h over "
+        f"{len(invocations)} invocation(s) of `python benchmarks/nath_nuclei.py` on 2 CPU cores.",
+        "",
+        "![test Dice vs annotations](nath_nuclei.png)",
+        "",
+        "![test Dice vs training-set size](nath_nuclei_train_size.png)",
+        "",
+    ])
+    (results / "nath_nuclei.md").write_text(md)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/nath_nuclei", help="folder of the runs' ledgers")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--hours", type=float, default=2.5, help="start no round after this many hours")
+    ap.add_argument("--config", default="configs/nath_nuclei.toml", help="the run settings (relative to the repo)")
+    ap.add_argument("--results-dir", default=str(RESULTS), help="where the .md/.json/.png go")
+    ap.add_argument("--results-only", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    cfg = load_config(ROOT / args.config)
+    results_dir = Path(args.results_dir)
+    previous = results_dir / "nath_nuclei.json"
+    invocations = json.loads(previous.read_text()).get("invocations", []) if previous.exists() else []
+    if not args.results_only:
+        from activeseg.simulate import simulate
+
+        start = time.time()
+        invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0, "config": args.config})
+        seeds = list(range(args.seeds))
+        for stage in sorted({max(1, cfg.rounds // 2), cfg.rounds}):  # both modes advance together
+            for mode in MODES:
+                mode_cfg = cfg.replace(no_delete=mode == "nodelete")
+                if mode == "nodelete":  # the full-pool reference does not depend on the mode: train it once
+                    for s in seeds:
+                        src = out / "delete" / "reference" / f"seed_{s}" / "reference.json"
+                        dst = out / "nodelete" / "reference" / f"seed_{s}" / "reference.json"
+                        if src.exists() and not dst.exists():
+                            dst.parent.mkdir(parents=True, exist_ok=True)
+                            shutil.copyfile(src, dst)
+                results = simulate(mode_cfg, STRATEGIES, seeds, out / mode, workers=args.workers, resume=True,
+                                   until_round=stage, deadline=start + 3600 * args.hours)
+                invocations[-1]["hours"] = round((time.time() - start) / 3600, 3)
+                write_results(out, invocations, cfg, results_dir)
+                if any(r[2] for r in results):
+                    print("nath_nuclei: some runs failed; see the errors above", flush=True)
+                    return 1
+    write_results(out, invocations, cfg, results_dir)
+    print((results_dir / "nath_nuclei.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
