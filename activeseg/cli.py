@@ -110,6 +110,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from activeseg.sweep import run_sweep
+
+    status = run_sweep(args.file, args.out, address=args.address, workers=args.workers, threads=args.threads,
+                       quiet=args.quiet)
+    if args.report:
+        cmd_report(argparse.Namespace(paths=[args.out], out=args.report, quiet=args.quiet))
+    return 1 if any(s["state"] == "failed" for s in status) else 0
+
+
 def cmd_suggest(args: argparse.Namespace) -> int:
     from activeseg.suggest import suggest
 
@@ -156,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     _add_config_flags(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("sweep", help="run a grid of simulations (strategies × seeds × any key) on Ray")
+    p.add_argument("file", help="sweep TOML file: [sweep] config/workers, [base] keys, [grid] lists")
+    p.add_argument("--out", required=True, help="output folder; run again to resume an interrupted sweep")
+    p.add_argument("--address", help="join an existing Ray cluster (e.g. auto or ray://head:10001) instead of "
+                   "starting a local instance")
+    p.add_argument("--workers", type=int, help="runs at once on the local instance (default: CPU count / threads)")
+    p.add_argument("--threads", type=int, help="torch threads (and Ray CPUs) per run (default: CPU count / workers "
+                   "locally, 1 on a cluster)")
+    p.add_argument("--report", metavar="DIR", help="also write the comparison report into DIR")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="learning curves, summary table and heatmaps of simulation runs")
     p.add_argument("paths", nargs="+", help="--out folders of simulate runs")

@@ -215,3 +215,20 @@ def test_no_delete_runs_get_a_training_set_size_curve(tmp_path):
     build_report([tmp_path / "plain"], tmp_path / "report2")
     assert not (tmp_path / "report2" / "learning_curve_train_size.png").exists()
     assert (tmp_path / "report2" / "index.html").read_text().count("<img") == 1
+
+
+def test_sweep_groups_are_compared_within_their_group(tmp_path):
+    root = tmp_path / "sweep"
+    for group in ("query=4", "query=8"):
+        for strategy in ("random", "bald"):
+            write_run(root / group, strategy, 0)
+    runs = find_runs([root])
+    assert sorted(r.name for r in runs) == ["bald [query=4]", "bald [query=8]", "random [query=4]", "random [query=8]"]
+    assert {r.group for r in runs} == {"query=4", "query=8"}
+    summary = build_report([root], tmp_path / "report")
+    assert list(summary["strategies"]) == ["random [query=4]", "bald [query=4]", "random [query=8]", "bald [query=8]"]
+    for group in ("query=4", "query=8"):
+        assert summary["strategies"][f"bald [{group}]"]["wilcoxon_pairs"] == 6  # paired with its own group's random
+        assert summary["strategies"][f"random [{group}]"]["wilcoxon_p_vs_random"] is None
+    assert find_runs([root / "query=4" / "bald"])[0].name == "bald [query=4]"
+    assert find_runs([tmp_path / "sweep" / "query=4" / "bald" / "seed_0"])[0].group == "query=4"

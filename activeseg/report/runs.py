@@ -53,9 +53,25 @@ class Run:
         return int(self._field("seed"))
 
     @property
+    def group(self) -> str:
+        """The sweep group: the ``key=value`` folders just above the strategy folder (``query=4``), or
+        ``""`` for a run of ``activeseg simulate``."""
+        parts = []
+        for folder in self.run_dir.parents[1:]:
+            if "=" not in folder.name:
+                break
+            parts.append(folder.name)
+        return "/".join(reversed(parts))
+
+    @property
+    def name(self) -> str:
+        """The strategy, with the sweep group when there is one: ``"bald [query=4]"``."""
+        return f"{self.strategy} [{self.group}]" if self.group else self.strategy
+
+    @property
     def label(self) -> str:
-        """``"<strategy> seed <s>"``, for figures and headings."""
-        return f"{self.strategy} seed {self.seed}"
+        """``"<name> seed <s>"``, for figures and headings."""
+        return f"{self.name} seed {self.seed}"
 
 
 def _read_json(path: Path) -> dict | None:
@@ -119,9 +135,9 @@ def find_runs(paths: Sequence[str | Path] | str | Path) -> list[Run]:
         for ledger in _ledgers_under(Path(p)):
             seen.setdefault(ledger.resolve(), ledger.parent)
     runs = [load_run(run_dir) for run_dir in seen.values()]
-    runs.sort(key=lambda r: (r.strategy, r.seed, str(r.run_dir)))
+    runs.sort(key=lambda r: (r.name, r.seed, str(r.run_dir)))
     for a, b in zip(runs, runs[1:], strict=False):
-        if (a.strategy, a.seed) == (b.strategy, b.seed):
+        if (a.name, a.seed) == (b.name, b.seed):
             raise ValueError(
                 f"{a.run_dir} and {b.run_dir} are both {a.label}; pass only one of them "
                 "(e.g. the --out directory of a single `activeseg simulate`)"
@@ -139,8 +155,9 @@ def references_by_seed(runs: Iterable[Run]) -> dict[int, dict]:
 
 
 def group_by_strategy(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """Runs per strategy: ``random`` (the baseline) first, then the others by name; seeds ascending."""
+    """Runs per strategy (per sweep group and strategy, keyed by ``Run.name``): by group, ``random``
+    (the baseline) first within a group, then the others by name; seeds ascending."""
     groups: dict[str, list[Run]] = {}
-    for run in sorted(runs, key=lambda r: (r.strategy != "random", r.strategy, r.seed)):
-        groups.setdefault(run.strategy, []).append(run)
+    for run in sorted(runs, key=lambda r: (r.group, r.strategy != "random", r.strategy, r.seed)):
+        groups.setdefault(run.name, []).append(run)
     return groups

@@ -198,17 +198,22 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95) -> dict:
         )
     metric = next(iter(metrics.values()))
     groups = group_by_strategy(finished)
-    baseline = groups.get(BASELINE)
+
+    def baseline_of(name: str, group: list[Run]) -> list[Run] | None:
+        """Random runs of the same sweep group (None for random itself)."""
+        base = BASELINE if not group[0].group else f"{BASELINE} [{group[0].group}]"
+        return None if name == base else groups.get(base)
+
     return {
         "metric": metric,
         "target_fraction": target_fraction,
         "reference": reference_summary(finished, metric),
         "strategies": {
-            name: strategy_summary(group, None if name == BASELINE else baseline, target_fraction, metric)
+            name: strategy_summary(group, baseline_of(name, group), target_fraction, metric)
             for name, group in groups.items()
         },
         "runs": [
-            {"strategy": run.strategy, "seed": run.seed, "rounds": len(run.records),
+            {"strategy": run.strategy, "group": run.group, "seed": run.seed, "rounds": len(run.records),
              "run_dir": str(run.run_dir.resolve())}
             for group in groups.values() for run in group
         ],
