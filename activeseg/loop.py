@@ -294,6 +294,7 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
             "seed": cfg.seed,
             "n_annotations": pool.n_annotations,
             "train_size": pool.train_size,
+            "pool_size": len(pool),
             "val": val,
             "test": test,
             **({"val_per_item": _as_list(val_items), "test_per_item": _as_list(test_items)}

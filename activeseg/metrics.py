@@ -149,6 +149,24 @@ def annotations_to_target(
     return None
 
 
+def best_round(values: Sequence[float | None]) -> int | None:
+    """Index of the highest value (the first on ties; None and NaN skipped), or None if there is none:
+    the best-validation round that Nath et al. (2020) report a method by."""
+    best, best_value = None, -np.inf
+    for i, value in enumerate(values):
+        if value is not None and not np.isnan(value) and value > best_value:
+            best, best_value = i, value
+    return best
+
+
+def efficiency_ratio(baseline_annotations: float | None, annotations: float | None) -> float | None:
+    """Labelling efficiency against a baseline: ``baseline_annotations / annotations`` to reach the same
+    target (2.0: half the labels random needs); None when either never reached it."""
+    if baseline_annotations is None or annotations is None or annotations <= 0:
+        return None
+    return float(baseline_annotations) / float(annotations)
+
+
 def mean_band(curves_S_R: np.ndarray, level: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over seeds with a Student-t confidence interval, per round.
 

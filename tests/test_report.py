@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from activeseg.metrics import wilcoxon_paired
+from activeseg.metrics import area_under_curve, best_round, efficiency_ratio, wilcoxon_paired
 from activeseg.report import (
     append_record,
     build_report,
@@ -46,7 +46,7 @@ def write_run(root: Path, strategy: str, seed: int, reference: bool = True) -> P
         items = per_item(strategy, seed) if r == 3 else np.full(6, dice)
         means = {"dice": np.float64(dice), "iou": dice / 2, "sensitivity": 0.9, "specificity": 0.99}
         append_record(run_dir / "ledger.jsonl", {
-            "round": r, "strategy": strategy, "seed": seed, "n_annotations": n, "train_size": n,
+            "round": r, "strategy": strategy, "seed": seed, "n_annotations": n, "train_size": n, "pool_size": 40,
             "val": means, "test": means,
             "test_per_item": {"dice": items, "iou": items / 2, "sensitivity": items, "specificity": items},
             "selected": [] if r == 3 else [
@@ -232,3 +232,41 @@ def test_sweep_groups_are_compared_within_their_group(tmp_path):
         assert summary["strategies"][f"random [{group}]"]["wilcoxon_p_vs_random"] is None
     assert find_runs([root / "query=4" / "bald"])[0].name == "bald [query=4]"
     assert find_runs([tmp_path / "sweep" / "query=4" / "bald" / "seed_0"])[0].group == "query=4"
+
+
+def test_best_round_and_efficiency_ratio():
+    assert best_round([0.5, 0.7, 0.7, float("nan"), None, 0.6]) == 1  # first of the ties; NaN/None skipped
+    assert best_round([None, float("nan")]) is None
+    assert efficiency_ratio(12, 8) == 1.5
+    assert efficiency_ratio(None, 8) is None and efficiency_ratio(12, None) is None
+
+
+def test_best_validation_table(runs_root, tmp_path):
+    """The paper-style numbers: each run's best-validation round, its test score, % data then, the
+    per-item Wilcoxon test at those rounds, AULC across seeds, and efficiency against random."""
+    ledger = runs_root / "bald" / "seed_0" / "ledger.jsonl"
+    records = read_ledger(ledger)
+    for rec, val in zip(records, (0.9, 0.5, 0.5), strict=True):  # bald seed 0 peaks on validation at round 1
+        rec["val"] = {**rec["val"], "dice": val}
+    write_ledger(ledger, records)
+    summary = build_report([runs_root], tmp_path / "report")
+    bald, rnd = summary["strategies"]["bald"], summary["strategies"]["random"]
+    assert [p["best_val_round"] for p in bald["per_seed"]] == [1, 3]
+    assert [p["test_dice_at_best_val"] for p in bald["per_seed"]] == [0.6, 0.86]
+    assert [p["pct_data_at_best_val"] for p in bald["per_seed"]] == [10.0, 30.0]
+    assert bald["best_val_dice_mean"] == pytest.approx((0.9 + 0.86) / 2)
+    assert bald["test_dice_at_best_val_mean"] == pytest.approx(0.73)
+    assert bald["pct_data_at_best_val_mean"] == pytest.approx(20.0)
+    expected = wilcoxon_paired(np.concatenate([np.full(6, 0.6), per_item("bald", 1)]),
+                               np.concatenate([per_item("random", 0), per_item("random", 1)]))
+    assert bald["wilcoxon_p_best_val_vs_random"] == pytest.approx(expected)
+    aulc = {k: area_under_curve(N_ANNOTATIONS, v) for k, v in TEST_DICE.items()}
+    assert bald["wilcoxon_p_seeds_aulc_vs_random"] == pytest.approx(wilcoxon_paired(
+        [aulc["bald", 0], aulc["bald", 1]], [aulc["random", 0], aulc["random", 1]]))
+    # seed 0: random never reaches its target (no ratio); seed 1: random 8, bald 12
+    assert bald["efficiency_vs_random_mean"] == pytest.approx(8 / 12) and bald["efficiency_vs_random_seeds"] == 1
+    assert rnd["wilcoxon_p_best_val_vs_random"] is None and rnd["efficiency_vs_random_mean"] is None
+    md = (tmp_path / "report" / "summary.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("bald | 0.880"))
+    assert "20.0 %" in row and "0.67× (1 seed(s))" in row
+    assert "At the best-validation round" in (tmp_path / "report" / "index.html").read_text()

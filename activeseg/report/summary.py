@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from activeseg.metrics import annotations_to_target, area_under_curve, wilcoxon_paired
+from activeseg.metrics import annotations_to_target, area_under_curve, best_round, efficiency_ratio, wilcoxon_paired
 from activeseg.report.runs import Run, group_by_strategy, references_by_seed
 
 PHASES = ("train", "evaluate", "score", "select")
@@ -55,6 +55,8 @@ def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice") 
     score_R = [np.nan if rec["test"][metric] is None else rec["test"][metric] for rec in records]
     ref = _num((run.reference or {}).get(f"test_{metric}"))
     target = None if ref is None else target_fraction * ref
+    best = records[best_round([rec["val"][metric] for rec in records])]
+    pool_size = best.get("pool_size")
     return {
         "seed": run.seed,
         "rounds": len(records),
@@ -66,16 +68,26 @@ def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice") 
         "annotations_to_target": (
             None if target is None else annotations_to_target(n_annotations_R, score_R, target)
         ),
+        "best_val_round": int(best["round"]),
+        f"best_val_{metric}": _num(best["val"][metric]),
+        f"test_{metric}_at_best_val": _num(best["test"][metric]),
+        "n_annotations_at_best_val": int(best["n_annotations"]),
+        "pct_data_at_best_val": None if not pool_size else 100.0 * best["n_annotations"] / pool_size,
     }
 
 
-def _final_test_per_item(run: Run, metric: str) -> np.ndarray | None:
-    values = (_rounds(run)[-1].get("test_per_item") or {}).get(metric)
+def _test_per_item(run: Run, metric: str, at: str = "final") -> np.ndarray | None:
+    """Per-item test ``metric`` of the final round, or of the best-validation round (``at="best_val"``)."""
+    records = _rounds(run)
+    rec = records[-1] if at == "final" else records[best_round([r["val"][metric] for r in records])]
+    values = (rec.get("test_per_item") or {}).get(metric)
     return None if values is None else np.asarray(values, dtype=np.float64)
 
 
-def wilcoxon_vs(group: Sequence[Run], baseline: Sequence[Run], metric: str = "dice") -> tuple[float | None, int]:
-    """Wilcoxon p-value of final-round per-item test ``metric``, paired by (seed, test item).
+def wilcoxon_vs(group: Sequence[Run], baseline: Sequence[Run], metric: str = "dice",
+                at: str = "final") -> tuple[float | None, int]:
+    """Wilcoxon p-value of per-item test ``metric`` at the final (or each run's best-validation,
+    ``at="best_val"``) round, paired by (seed, test item).
 
     Only seeds present in both groups count. Returns ``(p, n_pairs)``; p is None without pairs.
     """
@@ -85,7 +97,7 @@ def wilcoxon_vs(group: Sequence[Run], baseline: Sequence[Run], metric: str = "di
         base = base_by_seed.get(run.seed)
         if base is None:
             continue
-        x, y = _final_test_per_item(run, metric), _final_test_per_item(base, metric)
+        x, y = _test_per_item(run, metric, at), _test_per_item(base, metric, at)
         if x is None or y is None:
             continue
         if x.shape != y.shape:
@@ -96,7 +108,7 @@ def wilcoxon_vs(group: Sequence[Run], baseline: Sequence[Run], metric: str = "di
             )
             continue
         last, last_base = _rounds(run)[-1]["round"], _rounds(base)[-1]["round"]
-        if last != last_base:
+        if at == "final" and last != last_base:
             warnings.warn(
                 f"{run.label} ends at round {last} but {base.label} at {last_base}; "
                 "the paired test compares unequal budgets",
@@ -134,6 +146,18 @@ def strategy_summary(
     with_target = [p for p in per_seed if p["target"] is not None]
     reached = [p["annotations_to_target"] for p in with_target if p["annotations_to_target"] is not None]
     p_value, n_pairs = (None, 0) if baseline is None else wilcoxon_vs(group, baseline, metric)
+    p_best, _ = (None, 0) if baseline is None else wilcoxon_vs(group, baseline, metric, at="best_val")
+    best_val = _mean_sd([p[f"best_val_{metric}"] for p in per_seed])
+    at_best = _mean_sd([p[f"test_{metric}_at_best_val"] for p in per_seed])
+    pct = _mean_sd([p["pct_data_at_best_val"] for p in per_seed])
+    ratios, p_seeds = [], None
+    if baseline is not None:
+        base_by_seed = {p["seed"]: p for p in (seed_summary(r, target_fraction, metric) for r in baseline)}
+        paired = [(p, base_by_seed[p["seed"]]) for p in per_seed if p["seed"] in base_by_seed]
+        ratios = [r for p, b in paired
+                  if (r := efficiency_ratio(b["annotations_to_target"], p["annotations_to_target"])) is not None]
+        if paired:
+            p_seeds = _num(wilcoxon_paired([p["aulc"] for p, _ in paired], [b["aulc"] for _, b in paired]))
     return {
         "seeds": [p["seed"] for p in per_seed],
         "per_seed": per_seed,
@@ -146,6 +170,15 @@ def strategy_summary(
         "annotations_to_target_seeds": len(with_target),
         "wilcoxon_p_vs_random": p_value,
         "wilcoxon_pairs": n_pairs,
+        f"best_val_{metric}_mean": best_val[0],
+        f"best_val_{metric}_sd": best_val[1],
+        f"test_{metric}_at_best_val_mean": at_best[0],
+        f"test_{metric}_at_best_val_sd": at_best[1],
+        "pct_data_at_best_val_mean": pct[0],
+        "wilcoxon_p_best_val_vs_random": p_best,
+        "wilcoxon_p_seeds_aulc_vs_random": p_seeds,
+        "efficiency_vs_random_mean": _mean_sd(ratios)[0],
+        "efficiency_vs_random_seeds": len(ratios),
         "seconds_per_round": seconds_per_round(group),
     }
 

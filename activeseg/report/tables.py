@@ -65,6 +65,31 @@ def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def best_val_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The paper-style table (Nath et al. 2020, Tables 1-2): per strategy the best validation score over
+    rounds, the test score at that round, the data used then, the Wilcoxon p-value against random at
+    the best-validation rounds (``*``: p < 0.05) and the labelling efficiency against random."""
+    metric, label = summary.get("metric", "dice"), _label(summary)
+    header = ["strategy", f"best val {label}", f"its test {label}", "% data used", "p vs random (best val)",
+              "efficiency vs random"]
+    rows = []
+    for name, s in summary["strategies"].items():
+        n = len(s["seeds"])
+        p = s["wilcoxon_p_best_val_vs_random"]
+        pct = s["pct_data_at_best_val_mean"]
+        ratio = s["efficiency_vs_random_mean"]
+        rows.append([
+            name,
+            _mean_sd(s[f"best_val_{metric}_mean"], s[f"best_val_{metric}_sd"], n),
+            _mean_sd(s[f"test_{metric}_at_best_val_mean"], s[f"test_{metric}_at_best_val_sd"], n)
+            + ("*" if p is not None and p < 0.05 else ""),
+            NONE if pct is None else f"{pct:.1f} %",
+            _p(p),
+            NONE if ratio is None else f"{ratio:.2f}× ({s['efficiency_vs_random_seeds']} seed(s))",
+        ])
+    return header, rows
+
+
 def timing_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Header and one row per strategy: mean seconds per round of each phase."""
     header = ["strategy", *(f"{phase} s" for phase in PHASES)]
@@ -111,9 +136,15 @@ def to_markdown(summary: dict) -> str:
         "",
         *(f"- {note}" for note in notes(summary)),
         "",
-        "Mean seconds per round (score and select: rounds that selected items only):",
+        "At the best-validation round (the paper-style table of Nath et al. 2020: the round with the "
+        f"best mean validation {_label(summary)} per run, its test score, annotations / (initial + pool) "
+        "then; * marks p < 0.05 in the Wilcoxon test of per-item test scores at those rounds against "
+        "random; efficiency: random's annotations to the target divided by the strategy's):",
         "",
     ]
+    header, rows = best_val_table(summary)
+    lines += [" | ".join(header), " | ".join(["---"] * len(header)), *(" | ".join(row) for row in rows), "",
+              "Mean seconds per round (score and select: rounds that selected items only):", ""]
     # Pipe tables without outer pipes (valid GFM), so lines starting with "| " are the main table's rows.
     header, rows = timing_table(summary)
     lines += [" | ".join(header), " | ".join(["---"] * len(header)), *(" | ".join(row) for row in rows), ""]
