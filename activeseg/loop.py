@@ -19,10 +19,12 @@ from activeseg.config import SimConfig
 from activeseg.data import ImageDataset, Pool, make_split
 from activeseg.models import DEFAULT_MODEL, build_model
 from activeseg.report.ledger import append_record, read_ledger, write_ledger
-from activeseg.scoring import pick_device, score_and_summarize, uncertainty_maps
+from activeseg.scoring import entropy_histogram, pick_device, score_and_summarize, uncertainty_maps
 from activeseg.train import evaluate, fit
-from activeseg.uncertainty import COMMITTEES, Committee, fit_committee, get_estimator
+from activeseg.uncertainty import COMMITTEES, Committee, fit_committee, get_estimator, has_dropout
 from activeseg.uncertainty.committee import member_seed
+
+TRAIN_HISTOGRAM_ITEMS = 200
 
 
 def round_seed(seed: int, round_: int) -> int:
@@ -258,6 +260,14 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
                                   estimator=tester)
         test_items, test = evaluate(model, dataset.images[split.test], dataset.targets[split.test], device=device,
                                     estimator=tester)
+        # The uncertainty over (at most 200 of) the training images, for the report's Fig. 12 view.
+        train_unique = np.unique(pool.training_dataset_idx())
+        if len(train_unique) > TRAIN_HISTOGRAM_ITEMS:
+            train_unique = np.sort(np.random.default_rng([rseed, 2]).choice(train_unique, TRAIN_HISTOGRAM_ITEMS,
+                                                                             replace=False))
+        hist_estimator = (round_estimator(cfg, rseed) if cfg.estimator != "mc_dropout" or has_dropout(model)
+                          else get_estimator("deterministic", batch_size=cfg.score_batch_size))
+        train_hist = entropy_histogram(model, dataset.images[train_unique], hist_estimator, device)
         t2 = time.perf_counter()
         selected: list[dict] = []
         t3 = t4 = t2
@@ -295,6 +305,7 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
             "n_annotations": pool.n_annotations,
             "train_size": pool.train_size,
             "pool_size": len(pool),
+            "train_entropy_hist": train_hist,
             "val": val,
             "test": test,
             **({"val_per_item": _as_list(val_items), "test_per_item": _as_list(test_items)}

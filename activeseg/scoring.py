@@ -96,3 +96,20 @@ def uncertainty_maps(
         fg.append(probs.mean(1)[:, 1:].sum(1).numpy())
         maps.append(np.asarray(strategy.map(probs)))
     return np.concatenate(fg), np.concatenate(maps)
+
+
+UNCERTAINTY_BINS = 20
+
+
+def entropy_histogram(model: nn.Module, images_N_C_H_W, estimator, device: str = "cpu",
+                      bins: int = UNCERTAINTY_BINS) -> list[int]:
+    """Counts of the per-pixel (per-item for classification) predictive entropy, divided by log C so it
+    lies in [0, 1], in ``bins`` equal bins: the distribution of uncertainty over a set of images
+    (Nath et al. 2020, Fig. 12, plot it for the training pool round by round)."""
+    from activeseg.acquisition.heuristics import max_entropy
+
+    counts = np.zeros(bins, dtype=np.int64)
+    for probs in estimator.batches(model, images_N_C_H_W, device):
+        h = max_entropy(probs).double().numpy() / np.log(probs.shape[2])
+        counts += np.histogram(np.clip(h, 0.0, 1.0), bins=bins, range=(0.0, 1.0))[0]
+    return counts.tolist()

@@ -38,7 +38,7 @@ def write_run(root: Path, strategy: str, seed: int, reference: bool = True) -> P
     run_dir = root / strategy / f"seed_{seed}"
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(
-        {"strategy": strategy, "seed": seed, "dataset": "nuclei", "rounds": 3, "query": 4}))
+        {"strategy": strategy, "seed": seed, "dataset": "not_installed_here", "rounds": 3, "query": 4}))
     if reference:
         (run_dir / "reference.json").write_text(json.dumps(
             {"val_dice": 0.8, "test_dice": REFERENCE[seed], "n_annotations": 40}))

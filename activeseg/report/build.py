@@ -11,6 +11,7 @@ from activeseg.report.page import render_page
 from activeseg.report.runs import find_runs
 from activeseg.report.summary import summarize
 from activeseg.report.tables import to_markdown, write_csv
+from activeseg.report.views import plot_embedding, plot_uncertainty_distribution
 
 
 def build_report(
@@ -19,8 +20,10 @@ def build_report(
     """Compare the strategies of the runs under ``paths`` and write the report into ``out``.
 
     Writes ``learning_curve.png`` (and ``learning_curve_train_size.png`` when NoDelete runs trained on
-    repeats), ``summary.md``, ``summary.csv``, ``summary.json`` and
-    ``index.html`` (self-contained: the tables, the curve and each run's ``heatmaps/round_*/`` PNGs).
+    repeats), ``uncertainty_distribution.png`` and ``embedding.png`` (Nath et al. Figs. 12-13, see
+    :mod:`activeseg.report.views`; left out when the ledgers or the dataset do not allow them),
+    ``summary.md``, ``summary.csv``, ``summary.json`` and ``index.html`` (self-contained: the tables,
+    the figures and each run's ``heatmaps/round_*/`` PNGs).
 
     Args:
         paths: ``--out`` folders of ``activeseg simulate``, or strategy/run folders inside them.
@@ -44,8 +47,15 @@ def build_report(
     if uses_no_delete(finished):  # NoDelete: the same scores against the training set that was used
         extra.append(plot_learning_curves(finished, out / "learning_curve_train_size.png", metric=summary["metric"],
                                           target_fraction=target_fraction, x="train_size"))
+    views = []
+    dist = plot_uncertainty_distribution(finished, out / "uncertainty_distribution.png")
+    if dist is not None:
+        views.append(("Uncertainty over the training set", dist))
+    emb = plot_embedding(finished, out / "embedding.png")
+    if emb is not None:
+        views.append(("Where the picks lie: t-SNE of the initial set and pool", emb))
     (out / "summary.md").write_text(to_markdown(summary), encoding="utf-8")
     write_csv(summary, out / "summary.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    (out / "index.html").write_text(render_page(summary, curve, finished, extra), encoding="utf-8")
+    (out / "index.html").write_text(render_page(summary, curve, finished, extra, views), encoding="utf-8")
     return summary

@@ -73,8 +73,10 @@ def _heatmap_section(run: Run) -> str:
     return "\n".join(parts)
 
 
-def render_page(summary: dict, curve_png: Path, runs: list[Run], more_curves: list[Path] = ()) -> str:
-    """The HTML text of the report page (``more_curves``: further learning-curve PNGs)."""
+def render_page(summary: dict, curve_png: Path, runs: list[Run], more_curves: list[Path] = (),
+                views: list[tuple[str, Path]] = ()) -> str:
+    """The HTML text of the report page (``more_curves``: further learning-curve PNGs; ``views``:
+    (heading, PNG) sections after the curves)."""
     strategies = ", ".join(summary["strategies"])
     heatmaps = [section for run in runs if (section := _heatmap_section(run))]
     body = [
@@ -88,6 +90,7 @@ def render_page(summary: dict, curve_png: Path, runs: list[Run], more_curves: li
         "<h2>Learning curves</h2>",
         f"<figure>{_img(curve_png, 'learning curves')}</figure>",
         *(f"<figure>{_img(png, 'learning curves')}</figure>" for png in more_curves),
+        *(f"<h2>{escape(title)}</h2><figure>{_img(png, title)}</figure>" for title, png in views),
         "<h2>Seconds per round</h2>",
         _table(*timing_table(summary)),
         "<p>Mean over rounds and seeds; score and select only over rounds that selected items.</p>",
