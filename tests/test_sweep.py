@@ -147,3 +147,11 @@ def test_sweep_killed_with_sigkill_resumes_without_repeating(tmp_path):
         resumed = read_ledger(out / strategy / "seed_0" / "ledger.jsonl")
         assert [r["round"] for r in resumed] == [1, 2, 3, 4, 5, 6]
         assert _without_timing(resumed) == _without_timing(read_ledger(clean / strategy / "seed_0" / "ledger.jsonl"))
+
+
+def test_the_readme_example_expands(tmp_path):
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "configs" / "sweep_example.toml")
+    jobs = expand(sweep, tmp_path)
+    assert sum(j.kind == "run" for j in jobs) == 12 and sum(j.kind == "reference" for j in jobs) == 4
+    assert {j.cfg.dataset for j in jobs} == {"nuclei"} and {j.cfg.rounds for j in jobs} == {5}
+    assert sweep.workers == 2
