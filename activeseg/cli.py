@@ -103,7 +103,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from activeseg.report import build_report
 
-    build_report(args.paths, args.out)
+    target = getattr(args, "target", None)
+    error = getattr(args, "target_error", None)
+    if target is not None and error is not None:
+        raise ValueError("give --target (a score) or --target-error (an error rate), not both")
+    if error is not None:
+        target = 1.0 - error
+    build_report(args.paths, args.out, target_fraction=getattr(args, "target_fraction", 0.95), target=target)
     if not args.quiet:
         print((Path(args.out) / "summary.md").read_text())
         print(f"report written to {Path(args.out) / 'index.html'}")
@@ -182,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="learning curves, summary table and heatmaps of simulation runs")
     p.add_argument("paths", nargs="+", help="--out folders of simulate runs")
     p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--target-fraction", type=float, default=0.95,
+                   help="annotations to reach this fraction of the full-pool test score (default 0.95)")
+    p.add_argument("--target", type=float, help="...or to reach this absolute test score (Dice or accuracy)")
+    p.add_argument("--target-error", type=float, help="...or (classification) to reach this test error rate, "
+                   "e.g. 0.05 as in Gal et al.'s Table 1")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
 

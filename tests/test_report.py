@@ -270,3 +270,21 @@ def test_best_validation_table(runs_root, tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("bald | 0.880"))
     assert "20.0 %" in row and "0.67× (1 seed(s))" in row
     assert "At the best-validation round" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_absolute_target_and_error_rate(runs_root, tmp_path):
+    summary = build_report([runs_root], tmp_path / "report", target=0.78)
+    bald, rnd = summary["strategies"]["bald"], summary["strategies"]["random"]
+    assert summary["target"] == 0.78
+    assert [p["annotations_to_target"] for p in bald["per_seed"]] == [12, 8]
+    assert [p["annotations_to_target"] for p in rnd["per_seed"]] == [None, 8]  # "not reached" stays None
+    assert bald["efficiency_vs_random_mean"] == pytest.approx(1.0) and bald["efficiency_vs_random_seeds"] == 1
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert "annotations to Dice 0.780" in md and "10.0 (2/2) [12, 8]" in md and "[not reached, 8]" in md
+
+    from activeseg.cli import main
+    assert main(["report", str(runs_root), "--out", str(tmp_path / "r2"), "--target", "0.9", "--quiet"]) == 0
+    assert json.loads((tmp_path / "r2" / "summary.json").read_text())["strategies"]["bald"][
+        "annotations_to_target_reached"] == 0
+    assert main(["report", str(runs_root), "--out", str(tmp_path / "r3"), "--target", "0.9",
+                 "--target-error", "0.05", "--quiet"]) == 2

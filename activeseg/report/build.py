@@ -15,7 +15,8 @@ from activeseg.report.views import plot_embedding, plot_uncertainty_distribution
 
 
 def build_report(
-    paths: Sequence[str | Path] | str | Path, out: str | Path, target_fraction: float = 0.95
+    paths: Sequence[str | Path] | str | Path, out: str | Path, target_fraction: float = 0.95,
+    target: float | None = None,
 ) -> dict:
     """Compare the strategies of the runs under ``paths`` and write the report into ``out``.
 
@@ -28,7 +29,8 @@ def build_report(
     Args:
         paths: ``--out`` folders of ``activeseg simulate``, or strategy/run folders inside them.
         out: the report folder (created; files of the same names are replaced).
-        target_fraction: annotations-to-target uses this fraction of each seed's full-pool test Dice.
+        target_fraction: annotations-to-target uses this fraction of each seed's full-pool test Dice...
+        target: ...or this absolute test score (Dice; accuracy for classification).
 
     Returns:
         The summary, as written to ``summary.json`` (see :func:`activeseg.report.summary.summarize`).
@@ -37,7 +39,7 @@ def build_report(
         FileNotFoundError: if a path does not exist or holds no run.
     """
     runs = find_runs(paths)
-    summary = summarize(runs, target_fraction)
+    summary = summarize(runs, target_fraction, target)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     finished = [run for run in runs if run.records]

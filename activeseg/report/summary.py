@@ -48,13 +48,15 @@ def _rounds(run: Run) -> list[dict]:
     return sorted(run.records, key=lambda rec: rec["round"])
 
 
-def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice") -> dict:
-    """One seed's final test ``metric``, AULC and annotations to ``target_fraction`` of its reference."""
+def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice", target: float | None = None) -> dict:
+    """One seed's final test ``metric``, AULC and annotations to ``target_fraction`` of its reference
+    (or to the absolute score ``target`` when given)."""
     records = _rounds(run)
     n_annotations_R = [rec["n_annotations"] for rec in records]
     score_R = [np.nan if rec["test"][metric] is None else rec["test"][metric] for rec in records]
     ref = _num((run.reference or {}).get(f"test_{metric}"))
-    target = None if ref is None else target_fraction * ref
+    if target is None:
+        target = None if ref is None else target_fraction * ref
     best = records[best_round([rec["val"][metric] for rec in records])]
     pool_size = best.get("pool_size")
     return {
@@ -137,10 +139,11 @@ def seconds_per_round(group: Sequence[Run]) -> dict[str, float | None]:
 
 
 def strategy_summary(
-    group: Sequence[Run], baseline: Sequence[Run] | None, target_fraction: float = 0.95, metric: str = "dice"
+    group: Sequence[Run], baseline: Sequence[Run] | None, target_fraction: float = 0.95, metric: str = "dice",
+    target: float | None = None,
 ) -> dict:
     """Per-seed numbers of one strategy and their mean/sd over seeds."""
-    per_seed = [seed_summary(run, target_fraction, metric) for run in group]
+    per_seed = [seed_summary(run, target_fraction, metric, target) for run in group]
     final_mean, final_sd = _mean_sd([p[f"final_test_{metric}"] for p in per_seed])
     aulc_mean, aulc_sd = _mean_sd([p["aulc"] for p in per_seed])
     with_target = [p for p in per_seed if p["target"] is not None]
@@ -152,7 +155,7 @@ def strategy_summary(
     pct = _mean_sd([p["pct_data_at_best_val"] for p in per_seed])
     ratios, p_seeds = [], None
     if baseline is not None:
-        base_by_seed = {p["seed"]: p for p in (seed_summary(r, target_fraction, metric) for r in baseline)}
+        base_by_seed = {p["seed"]: p for p in (seed_summary(r, target_fraction, metric, target) for r in baseline)}
         paired = [(p, base_by_seed[p["seed"]]) for p in per_seed if p["seed"] in base_by_seed]
         ratios = [r for p, b in paired
                   if (r := efficiency_ratio(b["annotations_to_target"], p["annotations_to_target"])) is not None]
@@ -198,14 +201,15 @@ def reference_summary(runs: Sequence[Run], metric: str = "dice") -> dict | None:
             f"{val}_mean": _mean_sd([p[val] for p in per_seed])[0], "per_seed": per_seed}
 
 
-def summarize(runs: Sequence[Run], target_fraction: float = 0.95) -> dict:
+def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float | None = None) -> dict:
     """Compare the strategies of ``runs``; ``random`` (when present) is the baseline of the paired test.
 
     Args:
         runs: runs from :func:`activeseg.report.find_runs`; runs without a finished round are left out.
             All of one task: Dice compares segmentation runs, accuracy classification runs.
         target_fraction: annotations-to-target counts the annotations needed to reach this fraction
-            of each seed's full-pool reference test score.
+            of each seed's full-pool reference test score...
+        target: ...or this absolute test score (Dice, or accuracy: 0.95 is an error rate of 5%).
 
     Returns:
         ``{"metric", "target_fraction", "reference", "strategies": {name: {...}}, "runs": [...]}``,
@@ -240,9 +244,10 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95) -> dict:
     return {
         "metric": metric,
         "target_fraction": target_fraction,
+        "target": target,
         "reference": reference_summary(finished, metric),
         "strategies": {
-            name: strategy_summary(group, baseline_of(name, group), target_fraction, metric)
+            name: strategy_summary(group, baseline_of(name, group), target_fraction, metric, target)
             for name, group in groups.items()
         },
         "runs": [

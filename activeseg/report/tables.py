@@ -51,12 +51,21 @@ def _seconds(x: float | None) -> str:
     return f"{x:.2f}" if x >= 0.01 or x == 0 else f"{x:.2g}"
 
 
+def target_name(summary: dict) -> str:
+    """``"95% of full pool"``, ``"Dice 0.850"`` or ``"error 5.0%"`` (an absolute accuracy target)."""
+    target = summary.get("target")
+    if target is None:
+        return f"{summary['target_fraction']:.0%} of full pool"
+    if summary.get("metric") == "accuracy":
+        return f"error {100 * (1 - target):.1f}%"
+    return f"{_label(summary)} {target:.3f}"
+
+
 def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Header and one row per strategy: seeds, final test Dice, AULC, annotations to target, p."""
-    pct = f"{summary['target_fraction']:.0%}"
     metric, label = summary.get("metric", "dice"), _label(summary)
     header = ["strategy", "seeds", f"final test {label}", f"AULC (test {label})",
-              f"annotations to {pct} of full pool", "p vs random"]
+              f"annotations to {target_name(summary)}", "p vs random"]
     rows = []
     for name, s in summary["strategies"].items():
         n = len(s["seeds"])
@@ -103,7 +112,10 @@ def notes(summary: dict) -> list[str]:
     pct = f"{summary['target_fraction']:.0%}"
     metric, label = summary.get("metric", "dice"), _label(summary)
     ref = summary["reference"]
-    if ref is None:
+    if summary.get("target") is not None:
+        target = (f"Annotations to {target_name(summary)}: the annotations at the first round whose test {label} "
+                  "reaches it; shown as the mean over the seeds that reached it (reached/seeds) [each seed].")
+    elif ref is None:
         target = (f"Annotations to {pct} of full pool: n/a, the full-pool reference was not computed "
                   "(run `activeseg simulate` without `--no-reference`).")
     else:
