@@ -133,8 +133,9 @@ def test_get_estimator():
     assert est == MCDropout(k=3, batch_size=5, seed=9)
     det = get_estimator("deterministic", k=20, batch_size=5, seed=9)  # MC-only options are dropped
     assert det == Deterministic(batch_size=5) and det.k == 1
-    assert set(ESTIMATORS) == {"mc_dropout", "deterministic"}
-    valid = r"valid: \['deterministic', 'mc_dropout'\]"
+    assert set(ESTIMATORS) == {"mc_dropout", "deterministic", "ensemble", "bootstrap", "svgd"}
+    assert get_estimator("svgd", k=5, batch_size=4, seed=1, consistent=True).k == 5  # MC-only options dropped
+    valid = r"valid: \['bootstrap', 'deterministic', 'ensemble', 'mc_dropout', 'svgd'\]"
     with pytest.raises(ValueError, match=r"unknown estimator 'mcdropout'; " + valid):
         get_estimator("mcdropout")
 
@@ -206,3 +207,33 @@ def test_consistent_masks_need_same_sized_items():
         layer(torch.ones(2, 3, 8, 8))
         with pytest.raises(ValueError, match="same shape"):
             layer(torch.ones(2, 3, 16, 16))
+
+
+def _unet():
+    from activeseg.models import UNet
+
+    torch.manual_seed(0)
+    return UNet(in_channels=1, num_classes=3, depth=3, base_filters=4, dropout=0.3).eval()
+
+
+def test_unet_split_is_the_whole_network():
+    model, x = _unet(), torch.rand(3, 1, 32, 32)
+    prefix, suffix = model.stochastic_split()
+    torch.testing.assert_close(suffix(prefix(x)), model(x))
+    assert not any(isinstance(m, nn.Dropout) for m in prefix.modules())
+    assert sum(isinstance(m, nn.Dropout) for m in suffix.modules()) == 3
+    assert not any(m is prefix or m is suffix for m in model.modules())  # the halves are views, not children
+    with pytest.raises(ValueError, match="divisible by 8"):
+        prefix(torch.rand(1, 1, 20, 20))
+
+
+def test_unet_cached_prefix_equals_plain_passes_given_the_same_masks():
+    model, images = _unet(), torch.rand(5, 1, 32, 32)
+    fast = run(MCDropout(k=4, batch_size=2, seed=3, consistent=True), model, images)
+    plain = run(MCDropout(k=4, batch_size=5, seed=3, consistent=True), _NoSplit(model), images)
+    assert fast.shape == (5, 4, 3, 32, 32)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(fast[:, 0], fast[:, 1])
+    # without consistent masks the K passes on the cached prefix still differ
+    free = run(MCDropout(k=4, batch_size=5, seed=3), model, images)
+    assert not torch.allclose(free[:, 0], free[:, 1])

@@ -84,22 +84,33 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, C, H, W]`` for images ``[N, in_channels, H, W]``."""
+        self._check_input(x)
+        skips = []
+        for block, drop in zip(self.down, self.drops, strict=True):
+            x = block(x)
+            skips.append(x)
+            x = drop(self.pool(x))
+        return self._decode(self.bottom(x), skips)
+
+    def _check_input(self, x: torch.Tensor) -> None:
         m = 2**self.depth
         if x.shape[-1] % m or x.shape[-2] % m:
             raise ValueError(
                 f"input is {x.shape[-2]}×{x.shape[-1]} but a depth-{self.depth} U-Net needs sides divisible "
                 f"by {m}; pad the image or use patches of a multiple of {m}"
             )
-        skips = []
-        for block, drop in zip(self.down, self.drops, strict=True):
-            x = block(x)
-            skips.append(x)
-            x = drop(self.pool(x))
-        x = self.bottom(x)
+
+    def _decode(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         for up, block in zip(self.up, self.up_blocks, strict=True):
             x = up(x)
             x = block(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)
+
+    def stochastic_split(self) -> tuple[nn.Module, nn.Module]:
+        """``(prefix, suffix)`` with ``suffix(prefix(x)) == self(x)``: the first block and its pooling,
+        which come before the first dropout, run once per batch and the rest K times (MC dropout loops
+        over K with the prefix cached; see ``activeseg.uncertainty``)."""
+        return _UNetPrefix(self), _UNetSuffix(self)
 
     def descriptor_layer(self) -> nn.Module:
         """The bottleneck block: its output is the deepest encoder feature map (image descriptors)."""
@@ -108,3 +119,39 @@ class UNet(nn.Module):
     def output_layer(self) -> nn.Module:
         """The 1×1 output convolution: its input is the per-pixel penultimate features (BADGE)."""
         return self.head
+
+
+class _UNetPrefix(nn.Module):
+    """The deterministic start of a U-Net: ``(first skip, its max-pooled map)``."""
+
+    stack_passes = False  # the skip is full-resolution: K stacked copies would cost more memory than time
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        self.block, self.pool = net.down[0], net.pool
+        object.__setattr__(self, "net", net)  # not a submodule: no cycle
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.net._check_input(x)
+        skip = self.block(x)
+        return skip, self.pool(skip)
+
+
+class _UNetSuffix(nn.Module):
+    """The stochastic rest of a U-Net, from the prefix's ``(skip, pooled)`` to the logits."""
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        self.drops, self.down, self.bottom = net.drops, net.down, net.bottom
+        self.up, self.up_blocks, self.head = net.up, net.up_blocks, net.head
+        object.__setattr__(self, "net", net)
+
+    def forward(self, h: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        skip, x = h
+        skips = [skip]
+        x = self.drops[0](x)
+        for block, drop in zip(list(self.down)[1:], list(self.drops)[1:], strict=True):
+            x = block(x)
+            skips.append(x)
+            x = drop(self.net.pool(x))
+        return self.net._decode(self.bottom(x), skips)

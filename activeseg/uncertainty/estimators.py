@@ -8,8 +8,10 @@ Two speed-ups of MC dropout, both exact:
 
 * **Cached deterministic prefix.** A model may expose ``stochastic_split() -> (prefix, suffix)`` with
   ``model(x) == suffix(prefix(x))`` and no dropout in ``prefix`` (the Gal et al. CNN: its convolutions
-  come before the first dropout). The prefix then runs once per batch and only the suffix K times, on
-  the K copies stacked along the batch dimension.
+  come before the first dropout; the U-Net: its first block and pooling). The prefix then runs once per
+  batch and only the suffix K times: on the K copies stacked along the batch dimension, or in a loop
+  over K when the prefix says ``stack_passes = False`` (the U-Net, whose full-resolution skip would
+  cost K copies of memory).
 * **Consistent masks** (``consistent=True``): the K dropout masks are drawn once per call and reused for
   every batch, as BatchBALD needs (Kirsch et al. 2019). Scores no longer depend on the batch size or on
   which other items share a batch, and drawing masks stops costing a Bernoulli draw per activation of
@@ -125,8 +127,8 @@ class MCDropout:
 
     def _passes(self, prefix, suffix, x: torch.Tensor, fixed) -> torch.Tensor:
         """``probs_B_K_C_*`` of one batch."""
-        if prefix is not None:  # the deterministic part once, the stochastic part on K stacked copies
-            h = prefix(x)
+        h = x if prefix is None else prefix(x)  # the deterministic part once per batch
+        if prefix is not None and getattr(prefix, "stack_passes", True):  # the rest on K stacked copies
             stacked = h.unsqueeze(0).expand(self.k, *h.shape).reshape(-1, *h.shape[1:])
             out = suffix(stacked).float().softmax(1)
             return out.view(self.k, len(x), *out.shape[1:]).transpose(0, 1)
@@ -134,7 +136,7 @@ class MCDropout:
         for i in range(self.k):
             if isinstance(fixed, _FixedMasks):
                 fixed.active = slice(i, i + 1)
-            passes.append(suffix(x).float().softmax(1))
+            passes.append(suffix(h).float().softmax(1))
         return torch.stack(passes, 1)
 
 
