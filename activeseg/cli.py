@@ -33,6 +33,8 @@ _HELP = {
     "mc_samples": "MC-dropout passes K",
     "test_mc_samples": "0: evaluate val/test with dropout off (weight scaling); K > 0: the mean of K MC passes",
     "consistent_masks": "MC dropout draws K masks once per round and reuses them for every item (faster)",
+    "score_precision": "compute dtype of MC-dropout scoring: float32, bfloat16, float16 (CUDA) or auto",
+    "compile_scoring": "torch.compile the stochastic part of the network for scoring (pays on large pools)",
     "reduction": "override the strategy's map-to-score reduction (sum, mean, max, topq_mean, ...)",
     "sampling": "sample the batch from an uncertainty score instead of top-k: power, softmax or rank",
     "temperature": "temperature of --sampling (→ 0: top-k)",

@@ -36,6 +36,8 @@ class SimConfig:
     members: int = 5
     prior_precision: float = 1.0
     consistent_masks: bool = False
+    score_precision: str = "auto"
+    compile_scoring: bool = False
     test_mc_samples: int = 0
     score_batch_size: int = 32
     reduction: str | None = None

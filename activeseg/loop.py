@@ -66,6 +66,8 @@ def round_estimator(cfg: SimConfig, seed: int, consistent: bool = False):
     ``cfg.members``."""
     consistent = (consistent or cfg.consistent_masks) and cfg.estimator == "mc_dropout"
     extra = {"consistent": True} if consistent else {}
+    if cfg.estimator == "mc_dropout":
+        extra.update(precision=cfg.score_precision, compile=cfg.compile_scoring)
     k = cfg.members if cfg.estimator in COMMITTEES else cfg.mc_samples
     return get_estimator(cfg.estimator, k=k, batch_size=cfg.score_batch_size, seed=seed, **extra)
 
@@ -217,6 +219,7 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
         deadline: a ``time.time()`` after which no new round starts (the ledger keeps what finished).
     """
     run_dir = Path(run_dir)
+    round_estimator(cfg, cfg.seed)  # a bad scoring setting fails here, before any training
     ledger = run_dir / "ledger.jsonl"
     if ledger.exists() and not resume:
         raise FileExistsError(f"{ledger} exists; pass --resume to continue it or choose another --out")

@@ -1,8 +1,9 @@
 """The human loop: train on the images that have masks, rank the ones that do not.
 
-Writes into ``out``: ``suggestions.csv`` (file, score, rank; every unlabelled image, most worth
-labelling first), ``heatmaps/<rank>_<name>.png`` for the top ``k`` (image, prediction, uncertainty),
-``model.pt`` (the trained weights, a state_dict) and ``config.json``.
+Writes into ``out``: ``suggestions.csv`` (every unlabelled image, most worth labelling first: file, score,
+rank and the image's mean entropy, BALD, variation ratio and foreground std, all from the same MC passes),
+``heatmaps/<rank>_<name>.png`` for the top ``k`` (image, prediction, uncertainty), ``model.pt`` (the
+trained weights, a state_dict) and ``config.json``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from activeseg.acquisition.heuristics import fused_maps
 from activeseg.config import SimConfig
 from activeseg.data.dataset import ImageDataset, tile
 from activeseg.data.folder import DatasetError, FolderImages, read_folder
 from activeseg.loop import make_strategy, round_estimator, round_seed, train_round
 from activeseg.scoring import pick_device
+
+MEASURES = ("max_entropy", "bald", "variation_ratio", "std")  # per-image columns of suggestions.csv
 
 
 def _patches(data: FolderImages, which: list[int], patch_size: int) -> ImageDataset:
@@ -96,10 +100,11 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
                                 round_seed(cfg.seed, 1), device)
     strategy = make_strategy(cfg)
     estimator = round_estimator(cfg, round_seed(cfg.seed, 1))
-    scores, maps, fgs = [], {}, {}
+    scores, maps, fgs, measures = [], {}, {}, []
     for i in tqdm(unlabeled, desc="scoring", unit="image", disable=quiet):
         probs = _full_image_probs(model, data.images[i], estimator, cfg.depth, device)
         scores.append(float(np.asarray(strategy.score(probs))[0]))
+        measures.append({f"mean_{name}": round(float(m.mean()), 6) for name, m in fused_maps(probs, MEASURES).items()})
         if strategy.needs_model:
             maps[i] = np.asarray(strategy.map(probs))[0]
         fgs[i] = probs.mean(1)[0, 1:].sum(0).numpy()
@@ -112,14 +117,14 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
     rows = []
     for rank, j in enumerate(ranking, start=1):
         i = unlabeled[j]
-        rows.append({"file": data.paths[i].name, "score": scores[j], "rank": rank})
+        rows.append({"file": data.paths[i].name, "score": scores[j], "rank": rank, **measures[j]})
         if rank <= k:
             img = data.images[i][0] if data.images[i].shape[0] == 1 else np.moveaxis(data.images[i], 0, -1)
             unc = maps.get(i, np.zeros_like(fgs[i]))
             save_overlay(out / "heatmaps" / f"{rank:03d}_{data.names[i]}.png", img, fgs[i], unc,
                          title=f"rank {rank}: {data.paths[i].name} ({cfg.strategy} {scores[j]:.4g})")
     with open(out / "suggestions.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["file", "score", "rank"])
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     torch.save(model.state_dict(), out / "model.pt")

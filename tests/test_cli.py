@@ -105,6 +105,9 @@ def test_suggest_ranks_the_unlabelled_images(tmp_path):
     assert {r["file"] for r in rows} == {p.name for p in sorted(images.iterdir())[3:]}
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
+    for r in rows:  # the extra columns: one fused pass, each within its map's range
+        assert 0 <= float(r["mean_bald"]) <= float(r["mean_max_entropy"]) <= np.log(2)
+        assert 0 <= float(r["mean_variation_ratio"]) <= 0.5 and 0 <= float(r["mean_std"]) <= 0.5
     heatmaps = sorted(p.name for p in (out / "heatmaps").iterdir())
     assert len(heatmaps) == 2 and heatmaps[0].startswith("001_" + Path(rows[0]["file"]).stem)
     assert (out / "model.pt").is_file() and json.loads((out / "config.json").read_text())["labeled_images"] == 3

@@ -31,6 +31,7 @@ import torch
 __all__ = [
     "HEURISTICS",
     "bald",
+    "fused_maps",
     "least_confidence",
     "margin",
     "max_entropy",
@@ -241,6 +242,51 @@ def vote_entropy(probs_N_K_C_S):
     probs, from_numpy = _to_torch(probs_N_K_C_S)
     vote_share = _vote_counts_N_C_S(probs) / probs.shape[1]
     return _back(_entropy_over_classes(vote_share, dim=1), from_numpy)
+
+
+def fused_maps(probs_N_K_C_S, names=("max_entropy", "bald", "variation_ratio", "std"), fg_class: int = 1) -> dict:
+    """Several maps from one pass over the K samples, sharing their common terms: the mean ``p̄`` (entropy,
+    BALD, least confidence, margin), the per-sample entropies (BALD), the deviations from ``p̄`` (mean STD
+    and ``std``) and the argmax votes (variation ratio, vote entropy). Each map equals the function of the
+    same name; use this when a report needs several of them for the same items.
+
+    Args:
+        probs_N_K_C_S: class probabilities ``[N, K, C, *spatial]`` (numpy or torch).
+        names: map names from ``HEURISTICS``.
+        fg_class: foreground class of the ``std`` map.
+
+    Returns:
+        ``{name: map [N, *spatial]}`` of the caller's array kind.
+    """
+    unknown = [n for n in names if n not in HEURISTICS]
+    if unknown:
+        raise ValueError(f"unknown map(s) {unknown}; valid: {sorted(HEURISTICS)}")
+    probs, from_numpy = _to_torch(probs_N_K_C_S)
+    k = probs.shape[1]
+    mean = probs.mean(dim=1)
+    out: dict[str, torch.Tensor] = {}
+    if "max_entropy" in names or "bald" in names:
+        h_mean = _entropy_over_classes(mean, dim=1)
+        out["max_entropy"] = h_mean
+        if "bald" in names:
+            out["bald"] = (h_mean - _entropy_over_classes(probs, dim=2).mean(dim=1)).clamp_min(0.0)
+    if "mean_std" in names or "std" in names:
+        var = (probs - mean[:, None]).square().mean(dim=1)  # [N, C, *S], population variance over K
+        out["mean_std"] = var.sqrt().mean(dim=1)
+        if "std" in names:
+            if not -probs.shape[2] <= fg_class < probs.shape[2]:
+                raise ValueError(f"fg_class={fg_class} is out of range for C={probs.shape[2]} classes on axis 2")
+            out["std"] = var[:, fg_class].sqrt()
+    if "variation_ratio" in names or "vote_entropy" in names:
+        votes = _vote_counts_N_C_S(probs)
+        out["variation_ratio"] = 1.0 - votes.amax(dim=1) / k
+        out["vote_entropy"] = _entropy_over_classes(votes / k, dim=1)
+    if "least_confidence" in names:
+        out["least_confidence"] = 1.0 - mean.amax(dim=1)
+    if "margin" in names:
+        top2 = mean.topk(2, dim=1).values
+        out["margin"] = 1.0 - (top2[:, 0] - top2[:, 1])
+    return {n: _back(out[n], from_numpy) for n in names}
 
 
 HEURISTICS: dict[str, Callable] = {

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from activeseg.data.dataset import task_of
+from activeseg.data.loader import iter_batches
 from activeseg.uncertainty.svgd import svgd_direction
 
 COMMITTEES = ("ensemble", "bootstrap", "svgd")
@@ -92,8 +93,7 @@ class CommitteeEstimator:
         model.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, len(images_N_C_H_W), self.batch_size):
-                    x = images_N_C_H_W[start : start + self.batch_size]
+                for x in iter_batches(images_N_C_H_W, self.batch_size):
                     if isinstance(x, np.ndarray):
                         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
                     yield model.member_probs(x.to(device, dtype=torch.float32)).cpu()
