@@ -133,8 +133,8 @@ def _fingerprint(model: nn.Module) -> tuple:
 
 
 def _scoring_model(model: nn.Module, dtype: torch.dtype, channels_last: bool, compile_: bool):
-    """``(prefix or None, suffix)`` of the inference copy; with ``compile_`` the suffix is compiled, once per
-    model and weights (the copy and its compiled suffix are cached until the weights change)."""
+    """``(prefix or None, suffix, copy)``: the inference copy and its deterministic / stochastic parts; with
+    ``compile_`` the suffix is compiled once per model and weights (cached until the weights change)."""
     key = (dtype, channels_last)
     if compile_:
         cached = _COMPILED.get(model)
