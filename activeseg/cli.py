@@ -47,6 +47,7 @@ _HELP = {
     "min_steps": "the fewest steps a round takes under --epochs",
     "weight_decay_rule": "fixed, or per_item: weight_decay / N (Gal et al.: 0.25 / N)",
     "checkpoint": "best: keep the weights with the best validation score; last: the final weights",
+    "train_precision": "float32, or bfloat16: mixed-precision training (faster on CPUs with AVX512-BF16/AMX)",
     "eval_every": "validate every this many steps (0: only at the end)",
     "save_per_item": "store per-item val/test metrics in the ledger (needed for Wilcoxon tests)",
     "loss": "auto (dice+wce for segmentation, ce for classification), dice, wce, dice+wce or ce",

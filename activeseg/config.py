@@ -61,6 +61,7 @@ class SimConfig:
     loss: str = "auto"
     eval_every: int = 25
     checkpoint: str = "best"
+    train_precision: str = "float32"
     augment: bool = True
     reference: bool = True
     heatmaps: int = 4

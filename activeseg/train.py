@@ -130,6 +130,7 @@ class TrainConfig:
     eval_every: int = 25
     augment: bool = True
     checkpoint: str = "best"  # or "last": keep the final weights (Gal et al. trained a fixed schedule)
+    train_precision: str = "float32"  # or "bfloat16": mixed-precision forward passes (weights stay float32)
 
     def steps_for(self, n: int) -> int:
         """Adam steps for ``n`` training items: ``steps``, or the ``epochs`` schedule clipped to
@@ -196,6 +197,9 @@ def fit(
         raise ValueError(f"unknown loss '{cfg.loss}'; valid: {', '.join(LOSSES)}")
     if cfg.checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint '{cfg.checkpoint}' is not one of best, last")
+    if cfg.train_precision not in ("float32", "bfloat16"):
+        raise ValueError(f"train_precision '{cfg.train_precision}' is not one of float32, bfloat16")
+    mixed = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.train_precision == "bfloat16")
     keep_last = cfg.checkpoint == "last"
     model.to(device).train()
     steps = cfg.steps_for(len(images))
@@ -207,7 +211,9 @@ def fit(
     best = FitResult(best_val=-1.0, best_step=0, metric=metric)
     best_state = copy.deepcopy(model.state_dict())
     for step, x, y in training_batches(images, targets, cfg, steps, generator, device):
-        loss = loss_fn(loss_name, model(x), y, weights)
+        with mixed:  # bfloat16 needs no loss scaling; the loss itself is computed in float32
+            out = model(x)
+        loss = loss_fn(loss_name, out.float(), y, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -13,6 +13,7 @@ and §5.1); a schedule that stays well above that is not converged. Writes
 Usage:
     python benchmarks/gal_schedule.py                          # every schedule (about 15 min, one core)
     python benchmarks/gal_schedule.py --schedule 25,64,2e-3,last   # one schedule
+    python benchmarks/gal_schedule.py --schedule 25,64,2e-3,last,bfloat16   # with mixed-precision training
 """
 
 from __future__ import annotations
@@ -39,19 +40,21 @@ SIZES = (100, 300, 1000)
 
 def parse_schedule(text: str) -> tuple:
     try:
-        epochs, batch, lr, checkpoint = text.split(",")
-        if checkpoint not in ("best", "last"):
+        epochs, batch, lr, checkpoint, *precision = text.split(",")
+        precision = precision[0] if precision else "float32"
+        if checkpoint not in ("best", "last") or precision not in ("float32", "bfloat16") or len(text.split(",")) > 5:
             raise ValueError
-        return float(epochs), int(batch), float(lr), checkpoint
+        return float(epochs), int(batch), float(lr), checkpoint, precision
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--schedule '{text}' is not EPOCHS,BATCH,LR,best|last "
+        raise argparse.ArgumentTypeError(f"--schedule '{text}' is not EPOCHS,BATCH,LR,best|last[,float32|bfloat16] "
                                          "(e.g. 25,64,2e-3,last)") from None
 
 
 def measure(mnist, val, rest, schedule: tuple, n: int, draws: int) -> dict:
-    epochs, batch, lr, checkpoint = schedule
+    epochs, batch, lr, checkpoint, precision = (*schedule, "float32")[:5]
     cfg = TrainConfig(steps=MAX_STEPS, epochs=epochs, min_steps=50, batch_size=batch, lr=lr, weight_decay=0.25,
-                      weight_decay_rule="per_item", loss="ce", eval_every=25, augment=False, checkpoint=checkpoint)
+                      weight_decay_rule="per_item", loss="ce", eval_every=25, augment=False, checkpoint=checkpoint,
+                      train_precision=precision)
     errors, kept, seconds = [], [], []
     for draw in range(draws):
         train = np.random.default_rng([n, draw]).choice(rest, n, replace=False)
@@ -64,14 +67,15 @@ def measure(mnist, val, rest, schedule: tuple, n: int, draws: int) -> dict:
         test = mnist.official_test
         errors.append(evaluate(model, mnist.images[test], mnist.targets[test])[1]["error"])
         kept.append(res.best_step)
-    return {"epochs": epochs, "batch_size": batch, "lr": lr, "checkpoint": checkpoint, "n": n,
+    return {"epochs": epochs, "batch_size": batch, "lr": lr, "checkpoint": checkpoint, "precision": precision, "n": n,
             "steps": cfg.steps_for(n), "test_error": [round(e, 4) for e in errors], "best_step": kept,
             "train_seconds": [round(s, 1) for s in seconds]}
 
 
 def row(e: dict) -> str:
     errs = e["test_error"]
-    return (f"| {e['epochs']:g} | {e['batch_size']} | {e['lr']:g} | {e.get('checkpoint', 'best')} | {e['n']} "
+    return (f"| {e['epochs']:g} | {e['batch_size']} | {e['lr']:g} | {e.get('checkpoint', 'best')} "
+            f"| {e.get('precision', 'float32')} | {e['n']} "
             f"| {e['steps']} | {100 * np.mean(errs):.2f} ({', '.join(f'{100 * x:.2f}' for x in errs)}) "
             f"| {e['best_step']} | {np.mean(e['train_seconds']):.1f} |")
 
@@ -92,15 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     doc.update(draws=args.draws, threads=1)
 
     def key(e):
-        return (float(e["epochs"]), e["batch_size"], e["lr"], e.get("checkpoint", "best"), e["n"])
+        return (float(e["epochs"]), e["batch_size"], e["lr"], e.get("checkpoint", "best"),
+                e.get("precision", "float32"), e["n"])
 
     for schedule in args.schedule or SCHEDULES:
         for n in SIZES:
             entry = measure(mnist, val, rest, schedule, n, args.draws)
             doc["schedules"] = [e for e in doc["schedules"] if key(e) != key(entry)] + [entry]
             print(row(entry), flush=True)
-    order = {s: i for i, s in enumerate(SCHEDULES)}
-    doc["schedules"].sort(key=lambda e: (order.get(key(e)[:4], len(order)), key(e)[:4], e["n"]))
+    order = {(*s, "float32"): i for i, s in enumerate(SCHEDULES)}
+    doc["schedules"].sort(key=lambda e: (order.get(key(e)[:5], len(order)), key(e)[:5], e["n"]))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")
     md = "\n".join([
@@ -111,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         "100 validation digits (checked every 25 steps); `last`: the final weights. Paper, random",
         "acquisition: 10% error at about 275 labelled digits, 4.66% at 1020.",
         "",
-        "| epochs | batch | lr | checkpoint | labelled | steps | test error % (each draw) | kept step | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| epochs | batch | lr | checkpoint | training precision | labelled | steps | test error % (each draw) "
+        "| kept step | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(row(e) for e in doc["schedules"]),
         "",
     ])

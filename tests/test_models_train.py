@@ -1,5 +1,6 @@
 """U-Net, losses, class weights, augmentation and fixed-step training on real nuclei patches."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -486,3 +487,15 @@ def test_fit_follows_the_schedule_and_the_rule(monkeypatch):
     result = fit(model, x, y, x[:9], y[:9], cfg, torch.Generator().manual_seed(0))
     assert [h["step"] for h in result.history] == [4, 8, 10]  # ceil(2 · 40 / 8) = 10 steps
     assert seen["weight_decay"] == pytest.approx(0.2 / 40)
+
+
+def test_fit_with_bfloat16_forward_passes_learns_and_keeps_float32_weights(nuclei_small):
+    x, y, vx, vy = nuclei_small
+    model = tiny_unet(dropout=0.1)
+    before_loss = full_loss(model, x, y)
+    result = fit(model, x, y, vx, vy, dataclasses.replace(FAST, train_precision="bfloat16"),
+                 torch.Generator().manual_seed(0))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert full_loss(model, x, y) < 0.7 * before_loss and result.best_val > 0.6
+    with pytest.raises(ValueError, match="train_precision 'half' is not one of float32, bfloat16"):
+        fit(model, x, y, vx, vy, dataclasses.replace(FAST, train_precision="half"), torch.Generator())
