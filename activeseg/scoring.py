@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -56,6 +59,27 @@ def score_pool(
     return score_and_summarize(model, images_N_C_H_W, strategy, estimator, device, progress=progress)[0]
 
 
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Scoring allocates tens of MB per batch for the K passes; glibc raises its mmap threshold after such
+    blocks are freed and then serves them from the heap, which fragments and grows batch after batch
+    when the inputs arrive from a loader's worker processes (about 0.75 MB per 128×128 image at K = 20
+    without this). Trimming after each batch keeps the peak memory flat in the pool size.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def score_and_summarize(model: nn.Module, images_N_C_H_W, strategy, estimator, device: str | None = "auto",
                         summarize: bool = False, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Scores ``[N]`` and, with ``summarize``, ``strategy.summarize`` of each batch's probabilities
@@ -73,6 +97,8 @@ def score_and_summarize(model: nn.Module, images_N_C_H_W, strategy, estimator, d
         if summarize:
             summaries.append(strategy.summarize(probs))
         done += len(probs)
+        del probs
+        release_free_memory()
         if progress is not None:
             progress(done)
     return (np.concatenate(scores) if scores else np.zeros(0)), (np.concatenate(summaries) if summaries else None)

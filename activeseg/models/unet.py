@@ -108,9 +108,12 @@ class UNet(nn.Module):
 
     def stochastic_split(self) -> tuple[nn.Module, nn.Module]:
         """``(prefix, suffix)`` with ``suffix(prefix(x)) == self(x)``: the first block and its pooling,
-        which come before the first dropout, run once per batch and the rest K times (MC dropout loops
-        over K with the prefix cached; see ``activeseg.uncertainty``)."""
-        return _UNetPrefix(self), _UNetSuffix(self)
+        which come before the first dropout, and the share of the last decoder convolution that reads
+        the first skip run once per batch, the rest K times (MC dropout loops over K with the prefix
+        cached; see ``activeseg.uncertainty``). The split reads the weights as they are when it is made."""
+        halves = _split_first_conv(self.up_blocks[-1], self.up[-1].out_channels)
+        up_conv, skip_conv = halves if halves is not None else (None, None)
+        return _UNetPrefix(self, skip_conv), _UNetSuffix(self, up_conv)
 
     def descriptor_layer(self) -> nn.Module:
         """The bottleneck block: its output is the deepest encoder feature map (image descriptors)."""
@@ -121,37 +124,76 @@ class UNet(nn.Module):
         return self.head
 
 
+def _split_first_conv(block: ConvBlock, c_up: int) -> tuple[nn.Conv2d, nn.Conv2d] | None:
+    """The first convolution of a decoder block, whose input is ``cat([up, skip])``, as two convolutions
+    (one per input part, the bias on the skip part) so the skip's share can be computed once; None for a
+    residual block, whose 1×1 skip also needs the concatenation."""
+    conv = block.body[0]
+    if block.skip is not None or not isinstance(conv, nn.Conv2d):
+        return None
+    halves = []
+    for part, bias in ((slice(0, c_up), None), (slice(c_up, None), conv.bias)):
+        weight = conv.weight[:, part]
+        half = nn.utils.skip_init(nn.Conv2d, weight.shape[1], conv.out_channels, conv.kernel_size,  # no RNG use
+                                  padding=conv.padding, bias=bias is not None, device=weight.device,
+                                  dtype=weight.dtype)
+        with torch.no_grad():
+            half.weight.copy_(weight)
+            if bias is not None:
+                half.bias.copy_(bias)
+        halves.append(half.to(memory_format=torch.channels_last) if conv.weight.is_contiguous(
+            memory_format=torch.channels_last) and not conv.weight.is_contiguous() else half)
+    return halves[0], halves[1]
+
+
 class _UNetPrefix(nn.Module):
-    """The deterministic start of a U-Net: ``(first skip, its max-pooled map)``."""
+    """The deterministic start of a U-Net: ``(first skip, its max-pooled map, the skip's share of the last
+    decoder block's first convolution or None)``.
+
+    The last decoder block convolves ``cat([upsampled, skip])``; its kernels that read the skip see the same
+    input in every pass, so that share (a 3×3 convolution at full resolution) is computed here once.
+    """
 
     stack_passes = False  # the skip is full-resolution: K stacked copies would cost more memory than time
 
-    def __init__(self, net: UNet) -> None:
+    def __init__(self, net: UNet, skip_conv: nn.Conv2d | None = None) -> None:
         super().__init__()
-        self.block, self.pool = net.down[0], net.pool
+        self.block, self.pool, self.skip_conv = net.down[0], net.pool, skip_conv
         object.__setattr__(self, "net", net)  # not a submodule: no cycle
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         self.net._check_input(x)
         skip = self.block(x)
-        return skip, self.pool(skip)
+        return skip, self.pool(skip), None if self.skip_conv is None else self.skip_conv(skip)
 
 
 class _UNetSuffix(nn.Module):
-    """The stochastic rest of a U-Net, from the prefix's ``(skip, pooled)`` to the logits."""
+    """The stochastic rest of a U-Net, from the prefix's ``(skip, pooled, skip share)`` to the logits."""
 
-    def __init__(self, net: UNet) -> None:
+    def __init__(self, net: UNet, up_conv: nn.Conv2d | None = None) -> None:
         super().__init__()
         self.drops, self.down, self.bottom = net.drops, net.down, net.bottom
         self.up, self.up_blocks, self.head = net.up, net.up_blocks, net.head
+        self.up_conv = up_conv
         object.__setattr__(self, "net", net)
 
-    def forward(self, h: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        skip, x = h
+    def forward(self, h: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+        skip, x, skip_share = h
         skips = [skip]
         x = self.drops[0](x)
         for block, drop in zip(list(self.down)[1:], list(self.drops)[1:], strict=True):
             x = block(x)
             skips.append(x)
             x = drop(self.net.pool(x))
-        return self.net._decode(self.bottom(x), skips)
+        x = self.bottom(x)
+        if skip_share is None:
+            return self.net._decode(x, skips)
+        skips[0] = None  # the last level's skip enters through its precomputed share
+        last = len(self.up) - 1
+        for i, (up, block) in enumerate(zip(self.up, self.up_blocks, strict=True)):
+            x = up(x)
+            if i < last:
+                x = block(torch.cat([x, skips.pop()], dim=1))
+            else:
+                x = block.act(block.body[1:](self.up_conv(x) + skip_share))
+        return self.head(x)

@@ -8,7 +8,8 @@ Two speed-ups of MC dropout, both exact:
 
 * **Cached deterministic prefix.** A model may expose ``stochastic_split() -> (prefix, suffix)`` with
   ``model(x) == suffix(prefix(x))`` and no dropout in ``prefix`` (the Gal et al. CNN: its convolutions
-  come before the first dropout; the U-Net: its first block and pooling). The prefix then runs once per
+  come before the first dropout; the U-Net: its first block and pooling, and the part of the last
+  decoder convolution that reads that block's skip connection). The prefix then runs once per
   batch and only the suffix K times: on the K copies stacked along the batch dimension, or in a loop
   over K when the prefix says ``stack_passes = False`` (the U-Net, whose full-resolution skip would
   cost K copies of memory).
