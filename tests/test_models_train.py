@@ -1,6 +1,5 @@
 """U-Net, losses, class weights, augmentation and fixed-step training on real nuclei patches."""
 
-import dataclasses
 import math
 
 import numpy as np
@@ -493,9 +492,9 @@ def test_fit_with_bfloat16_forward_passes_learns_and_keeps_float32_weights(nucle
     x, y, vx, vy = nuclei_small
     model = tiny_unet(dropout=0.1)
     before_loss = full_loss(model, x, y)
-    result = fit(model, x, y, vx, vy, dataclasses.replace(FAST, train_precision="bfloat16"),
-                 torch.Generator().manual_seed(0))
+    bf16 = TrainConfig(steps=30, batch_size=8, lr=1e-2, eval_every=10, loss="dice+wce", train_precision="bfloat16")
+    result = fit(model, x, y, vx, vy, bf16, torch.Generator().manual_seed(0))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert full_loss(model, x, y) < 0.7 * before_loss and result.best_val > 0.6
     with pytest.raises(ValueError, match="train_precision 'half' is not one of float32, bfloat16"):
-        fit(model, x, y, vx, vy, dataclasses.replace(FAST, train_precision="half"), torch.Generator())
+        fit(model, x, y, vx, vy, TrainConfig(train_precision="half"), torch.Generator())
