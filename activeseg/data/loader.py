@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from activeseg.data.dataset import normalize_percentile
+from activeseg.data.dataset import normalize_percentile, tile
 from activeseg.data.folder import IMAGE_SUFFIXES, DatasetError, read_image
 
 
@@ -105,13 +105,11 @@ class TilePool(Dataset):
     def __getitem__(self, j: int) -> torch.Tensor:
         i, r, c = self.index[j]
         img = self.image(i)
-        p = self.patch_size
-        if p is None:
+        if self.patch_size is None:
             return torch.from_numpy(img)
-        _, h, w = img.shape
-        if h < p or w < p:
-            img = np.pad(img, [(0, 0), (0, max(0, p - h)), (0, max(0, p - w))])
-        return torch.from_numpy(np.ascontiguousarray(img[:, r * p : (r + 1) * p, c * p : (c + 1) * p]))
+        tiles = tile(np.moveaxis(img, 0, -1), self.patch_size)  # views; the training tiler's cut and padding
+        _, _, t = tiles[r * (len(tiles) // (tiles[-1][0] + 1)) + c]
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(t, -1, 0)))
 
 
 def iter_batches(images, batch_size: int) -> Iterator:

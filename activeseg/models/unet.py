@@ -141,8 +141,8 @@ def _split_first_conv(block: ConvBlock, c_up: int) -> tuple[nn.Conv2d, nn.Conv2d
             half.weight.copy_(weight)
             if bias is not None:
                 half.bias.copy_(bias)
-        halves.append(half.to(memory_format=torch.channels_last) if conv.weight.is_contiguous(
-            memory_format=torch.channels_last) and not conv.weight.is_contiguous() else half)
+        channels_last = conv.weight.is_contiguous(memory_format=torch.channels_last)
+        halves.append(half.to(memory_format=torch.channels_last) if channels_last else half)
     return halves[0], halves[1]
 
 

@@ -21,11 +21,15 @@ Two speed-ups of MC dropout, both exact:
 Three further speed-ups change the arithmetic, not the estimator (``benchmarks/score_pool.py`` measures
 each and checks that the ranking holds):
 
+The passes run on :func:`inference_copy`, a copy of the model with batch norms folded into the
+convolutions and cheaper dropout masks; the caller's model is never changed.
+
 * **Channels-last** (``channels_last=True``, the default): 2-D convolutions run in NHWC, the layout CPU
-  convolution kernels (oneDNN) prefer; the model is returned to its own layout afterwards.
-* **Reduced precision** (``precision``): ``"bfloat16"`` autocasts the passes on the CPU, ``"float16"``
-  on CUDA; ``"auto"`` picks bfloat16 on a CPU with native bf16 instructions, float16 on CUDA, float32
-  otherwise. The probabilities are always returned as float32 and scores are reduced in float32.
+  convolution kernels (oneDNN) prefer.
+* **Reduced precision** (``precision``): the copy's weights in ``"bfloat16"`` (CPU) or ``"float16"``
+  (CUDA); ``"auto"``, the default, picks bfloat16 on a CPU with native bf16 instructions, float16 on
+  CUDA, float32 otherwise. The probabilities are always returned as float32 and scores are reduced in
+  float32.
 * **torch.compile** (``compile=True``): the stochastic part is compiled once per model (tens of
   seconds), which only pays on large pools.
 
