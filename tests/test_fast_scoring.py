@@ -13,7 +13,7 @@ from activeseg.data.loader import TilePool, iter_batches, pool_loader
 from activeseg.models import UNet
 from activeseg.scoring import score_and_summarize, score_pool
 from activeseg.uncertainty import MCDropout
-from activeseg.uncertainty.estimators import resolve_precision
+from activeseg.uncertainty.estimators import _Dropout, keep_mask, resolve_precision
 
 
 def _unet():
@@ -77,6 +77,36 @@ def test_bfloat16_scoring_stays_close_to_float32_on_the_same_masks():
     assert low.dtype == torch.float32
     assert (low - ref).abs().max() < 0.05
     torch.testing.assert_close(low.sum(2), torch.ones_like(low.sum(2)))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
+def test_keep_mask_is_bernoulli_in_the_input_layout(p):
+    torch.manual_seed(0)
+    x = torch.randn(64, 16, 32, 32).contiguous(memory_format=torch.channels_last)
+    keep, scale = keep_mask(x, p)
+    assert keep.dtype == torch.bool and keep.shape == x.shape and keep.stride() == x.stride()
+    n = keep.numel()
+    dropped = 1 - keep.float().mean().item()
+    assert abs(dropped - p) < 5 * (p * (1 - p) / n) ** 0.5  # within 5 standard errors of p
+    assert scale == pytest.approx(1 / (1 - p), rel=1e-4)
+    # the four 16-bit slices of each 64-bit draw are independent: neighbours in memory are uncorrelated
+    flat = keep.permute(0, 2, 3, 1).reshape(-1, 4).float()
+    corr = np.corrcoef(flat.T.numpy())
+    assert np.abs(corr[np.triu_indices(4, 1)]).max() < 0.01
+    # odd sizes and non-dense inputs; a seed repeats the draw
+    torch.manual_seed(1)
+    a, _ = keep_mask(torch.zeros(13, 7)[:, ::2], p)
+    torch.manual_seed(1)
+    b, _ = keep_mask(torch.zeros(13, 4), p)
+    assert a.shape == (13, 4) and torch.equal(a, b)
+
+
+def test_masked_activations_stay_unbiased():
+    torch.manual_seed(0)
+    layer = _Dropout(0.3).train()
+    x = torch.full((200_000,), 2.0)
+    assert layer(x).mean().item() == pytest.approx(2.0, rel=0.01)
+    assert layer.eval()(x) is x
 
 
 def test_precision_names():

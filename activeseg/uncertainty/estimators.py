@@ -81,16 +81,34 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def keep_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """A Bernoulli keep mask shaped and strided like ``x``, and the scale ``1 / P(keep)``.
+
+    The mask compares 16-bit uniform integers with a threshold, four of them cut from each 64-bit draw of
+    the generator: a quarter of the draws ``rand_like`` makes, with no float conversion. The drop rate is
+    ``p`` rounded to a multiple of 2⁻¹⁶ (at most 7.6e-6 away); the returned scale uses that rounded rate,
+    so the masked activations stay unbiased.
+    """
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        x = x.contiguous()
+    n = x.numel()
+    drop = min(max(round(p * 65536), 0), 65535)
+    bits = torch.empty(4 * -(-n // 4), dtype=torch.int16, device=x.device)
+    bits.view(torch.int64).random_(-(2**63), None)  # the full 64-bit range: every int16 slice uniform
+    keep = bits[:n].as_strided(x.shape, x.stride()) >= drop - 32768
+    return keep, 65536.0 / (65536 - drop)
+
+
 class _Dropout(nn.Dropout):
-    """``nn.Dropout`` with the keep mask drawn by ``rand_like`` in the input's own layout (and in float32
-    whatever the input's dtype): the same distribution, about twice as fast on a CPU for channels-last
-    bfloat16 activations, where ``bernoulli_`` dominates."""
+    """``nn.Dropout`` with the keep mask from :func:`keep_mask`, in the input's own layout: the same
+    distribution (up to a 2⁻¹⁶ rounding of ``p``), about twice as fast on a CPU as ``bernoulli_`` or
+    ``rand_like`` for channels-last bfloat16 activations."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand_like(x, dtype=torch.float32) >= self.p
-        return x.mul(keep).mul_(1.0 / (1.0 - self.p))
+        keep, scale = keep_mask(x, self.p)
+        return x.mul(keep).mul_(scale)
 
 
 def _fold_batch_norms(model: nn.Module) -> None:
