@@ -3,66 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from activeseg.config import SimConfig, load_config
-
-_HELP = {
-    "dataset": "'nuclei', 'mnist' or a folder with images/ and masks/",
-    "task": "auto (from the dataset), segmentation or classification; a mismatch is an error",
-    "model": "auto (unet for segmentation, gal_cnn for classification), unet or gal_cnn",
-    "strategy": "strategy name; simulate takes a comma-separated list (e.g. random,bald,std_edt)",
-    "seed": "first seed (with --seeds N: seed .. seed+N-1)",
-    "split_seed": "seed of the train/val/test split (kept fixed across runs)",
-    "rounds": "rounds, each = train, evaluate, score, select",
-    "query": "items labelled per round",
-    "initial": "labelled items at the start",
-    "patch_size": "side of the square patches",
-    "max_pool": "keep at most this many pool items (random subset) to bound each round's cost",
-    "val_size": "validation items for a dataset with a standard test set (mnist; Gal et al.: 100)",
-    "balanced_initial": "draw the initial set with equal counts per class (classification)",
-    "score_subset": "score only a random subset of this many pool items each round (Gal et al.: 2000)",
-    "no_delete": "NoDelete: leave queried items in the pool; a re-pick duplicates it in training",
-    "warm_start": "fine-tune the previous round's weights instead of training from scratch",
-    "estimator": "mc_dropout, deterministic, or a committee: ensemble, bootstrap, svgd (Nath et al.)",
-    "members": "committee size K of ensemble / bootstrap / svgd (Nath et al.: 5)",
-    "prior_precision": "svgd: precision λ of the Gaussian prior on the weights, log p(θ) = -λ/2 ‖θ‖²",
-    "mc_samples": "MC-dropout passes K",
-    "test_mc_samples": "0: evaluate val/test with dropout off (weight scaling); K > 0: the mean of K MC passes",
-    "consistent_masks": "MC dropout draws K masks once per round and reuses them for every item (faster)",
-    "score_precision": "compute dtype of MC-dropout scoring: float32, bfloat16, float16 (CUDA) or auto",
-    "compile_scoring": "torch.compile the stochastic part of the network for scoring (pays on large pools)",
-    "reduction": "override the strategy's map-to-score reduction (sum, mean, max, topq_mean, ...)",
-    "sampling": "sample the batch from an uncertainty score instead of top-k: power, softmax or rank",
-    "temperature": "temperature of --sampling (→ 0: top-k)",
-    "candidates": "max_cover: uncertain candidates (default 16, at least 2 × query); batchbald: BALD pre-filter",
-    "beta": "density_weighted: exponent of the mean similarity to the pool",
-    "alpha": "entropy_mi: weight α of α·minmax(entropy) − minmax(MI)/α (Nath et al.: 1)",
-    "mi_bins": "entropy_mi: intensity bins of the image joint histograms (32; fewer for small images)",
-    "steps": "optimizer steps per round (fixed, as in the papers); with --epochs, the most steps",
-    "epochs": "steps = epochs × training items / batch size, within [min_steps, steps]",
-    "min_steps": "the fewest steps a round takes under --epochs",
-    "weight_decay_rule": "fixed, or per_item: weight_decay / N (Gal et al.: 0.25 / N)",
-    "checkpoint": "best: keep the weights with the best validation score; last: the final weights",
-    "train_precision": "float32, or bfloat16: mixed-precision training (faster on CPUs with AVX512-BF16/AMX)",
-    "eval_every": "validate every this many steps (0: only at the end)",
-    "save_per_item": "store per-item val/test metrics in the ledger (needed for Wilcoxon tests)",
-    "loss": "auto (dice+wce for segmentation, ce for classification), dice, wce, dice+wce or ce",
-    "heatmaps": "overlays saved per round (picked items)",
-    "device": "auto (CUDA when present), cpu, cuda, cuda:1, ...",
-}
+from activeseg.config import SimConfig, help_of, load_config, strategy_list
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per SimConfig field (``--key value``; booleans are switches)."""
     g = p.add_argument_group("run settings (also settable in the --config TOML file)")
     for f in fields(SimConfig):
+        if f.metadata.get("flag", True) is False:
+            continue  # a table only a TOML file can give
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help_ = _HELP.get(f.name, "") + f" (default: {default})"
+        help_ = help_of(f) + f" (default: {default})"
         if isinstance(default, bool):
             if default:
                 g.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const",
@@ -74,20 +32,22 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, **fixed) -> SimConfig:
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(SimConfig)}
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(SimConfig) if f.metadata.get("flag", True)}
     overrides.update(fixed)
     return load_config(args.config, **overrides)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from activeseg.acquisition import STRATEGIES
-    from activeseg.simulate import simulate
+    from activeseg.simulate import set_threads, simulate
 
     cfg = _config(args)
-    strategies = [s.strip() for s in cfg.strategy.split(",") if s.strip()]
+    strategies = strategy_list(cfg.strategy)
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad:
         raise ValueError(f"unknown strategy {bad}; valid: {', '.join(sorted(STRATEGIES))}")
+    if args.workers <= 1:
+        set_threads(os.cpu_count() or 1)  # this process runs the jobs; worker processes set their own
     seeds = list(range(cfg.seed, cfg.seed + args.seeds))
     if not args.quiet:
         print(f"activeseg simulate: strategies {strategies}, seeds {seeds}, out {args.out}\n{cfg.to_json()}")

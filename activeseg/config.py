@@ -1,76 +1,125 @@
-"""Simulation config: frozen dataclass defaults → TOML file → ``--key value`` flags."""
+"""Run settings: frozen dataclass defaults → TOML file → ``--key value`` flags.
+
+:class:`TrainConfig` holds one round's training settings; :class:`SimConfig` extends it with everything
+else that defines a simulated run (data, model, uncertainty method, strategy, rounds). Each field carries
+its help text (``help_of``), which the command line shows. This module imports no torch, so
+``activeseg --help`` starts without it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from activeseg.train import TrainConfig
+
+def _f(default, help: str):  # noqa: A002 - the field's help text
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
-class SimConfig:
-    """Everything that defines one simulated active-learning run (names = TOML keys = CLI flags)."""
+class TrainConfig:
+    """Training settings of one round."""
 
-    dataset: str = "nuclei"
-    task: str = "auto"
-    model: str = "auto"
-    strategy: str = "bald"
-    seed: int = 0
-    split_seed: int = 0
-    rounds: int = 8
-    query: int = 4
-    initial: int = 8
-    patch_size: int = 64
-    max_pool: int | None = None
-    val_size: int | None = None
-    balanced_initial: bool = False
-    score_subset: int | None = None
-    no_delete: bool = False
-    warm_start: bool = False
-    estimator: str = "mc_dropout"
-    mc_samples: int = 20
-    members: int = 5
-    prior_precision: float = 1.0
-    consistent_masks: bool = False
-    score_precision: str = "auto"
-    compile_scoring: bool = False
-    test_mc_samples: int = 0
-    score_batch_size: int = 32
-    reduction: str | None = None
-    sampling: str | None = None
-    temperature: float = 1.0
-    candidates: int | None = None
-    beta: float = 1.0
-    alpha: float = 1.0
-    mi_bins: int = 32
-    depth: int = 3
-    base_filters: int = 16
-    dropout: float = 0.2
-    residual: bool = False
-    steps: int = 150
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    weight_decay_rule: str = "fixed"
-    epochs: float | None = None
-    min_steps: int = 50
-    loss: str = "auto"
-    eval_every: int = 25
-    checkpoint: str = "best"
-    train_precision: str = "float32"
-    augment: bool = True
-    reference: bool = True
-    heatmaps: int = 4
-    save_per_item: bool = True
-    device: str = "auto"
+    steps: int = _f(150, "optimizer steps per round (fixed, as in the papers); with --epochs, the most steps")
+    batch_size: int = _f(8, "training batch size")
+    lr: float = _f(1e-3, "Adam learning rate")
+    weight_decay: float = _f(0.0, "L2 coefficient (Adam's coupled weight decay)")
+    weight_decay_rule: str = _f("fixed", "fixed, or per_item: weight_decay / N (Gal et al.: 0.25 / N)")
+    epochs: float | None = _f(None, "steps = epochs × training items / batch size, within [min_steps, steps]")
+    min_steps: int = _f(50, "the fewest steps a round takes under --epochs")
+    loss: str = _f("auto", "auto (dice+wce for segmentation, ce for classification), dice, wce, dice+wce or ce")
+    eval_every: int = _f(25, "validate every this many steps (0: only at the end)")
+    augment: bool = _f(True, "shift/rotation/flip/zoom augmentation of the training batches")
+    checkpoint: str = _f("best", "best: keep the weights with the best validation score; last: the final weights")
+    train_precision: str = _f("float32", "float32, or bfloat16: mixed-precision training (faster on CPUs with "
+                              "AVX512-BF16/AMX)")
+
+    def steps_for(self, n: int) -> int:
+        """Adam steps for ``n`` training items: ``steps``, or the ``epochs`` schedule clipped to
+        ``[min_steps, steps]`` so a round with few labels is not over-trained and one with many is capped."""
+        if self.epochs is None:
+            return self.steps
+        return int(min(self.steps, max(self.min_steps, math.ceil(self.epochs * n / self.batch_size))))
+
+    def weight_decay_for(self, n: int) -> float:
+        """The L2 coefficient for ``n`` training items.
+
+        ``per_item`` divides ``weight_decay`` by N, the rule of Gal et al. (2017, §5.3) for dropout
+        networks: (1 - p) l² / N with p = 0.5 and l² = 0.5 gives ``weight_decay = 0.25``. It is applied as
+        Adam's (coupled) L2 term, like a Keras ``l2`` regulariser on every weight layer.
+        """
+        if self.weight_decay_rule == "fixed":
+            return self.weight_decay
+        if self.weight_decay_rule == "per_item":
+            return self.weight_decay / max(n, 1)
+        raise ValueError(f"weight_decay_rule '{self.weight_decay_rule}' is not one of fixed, per_item")
 
     def train_config(self) -> TrainConfig:
-        names = {f.name for f in fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+        """Only the training settings (a plain :class:`TrainConfig`)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
+
+
+@dataclass(frozen=True)
+class SimConfig(TrainConfig):
+    """Everything that defines one simulated active-learning run (names = TOML keys = CLI flags)."""
+
+    dataset: str = _f("nuclei", "'nuclei', 'mnist' or a folder with images/ and masks/")
+    task: str = _f("auto", "auto (from the dataset), segmentation or classification; a mismatch is an error")
+    model: str = _f("auto", "auto (unet for segmentation, gal_cnn for classification), unet or gal_cnn")
+    strategy: str = _f("bald", "strategy name; simulate takes a comma-separated list (e.g. random,bald,std_edt)")
+    seed: int = _f(0, "first seed (with --seeds N: seed .. seed+N-1)")
+    split_seed: int = _f(0, "seed of the train/val/test split (kept fixed across runs)")
+    rounds: int = _f(8, "rounds, each = train, evaluate, score, select")
+    query: int = _f(4, "items labelled per round")
+    initial: int = _f(8, "labelled items at the start")
+    patch_size: int = _f(64, "side of the square patches")
+    max_pool: int | None = _f(None, "keep at most this many pool items (random subset) to bound each round's cost")
+    val_size: int | None = _f(None, "validation items for a dataset with a standard test set (mnist; Gal et al.: 100)")
+    balanced_initial: bool = _f(False, "draw the initial set with equal counts per class (classification)")
+    score_subset: int | None = _f(None, "score only a random subset of this many pool items each round "
+                                  "(Gal et al.: 2000)")
+    no_delete: bool = _f(False, "NoDelete: leave queried items in the pool; a re-pick duplicates it in training")
+    warm_start: bool = _f(False, "fine-tune the previous round's weights instead of training from scratch")
+    estimator: str = _f("mc_dropout", "uncertainty method: mc_dropout, deterministic, or a committee: ensemble, "
+                        "bootstrap, svgd (Nath et al.)")
+    mc_samples: int = _f(20, "MC-dropout passes K")
+    members: int = _f(5, "committee size K of ensemble / bootstrap / svgd (Nath et al.: 5)")
+    prior_precision: float = _f(1.0, "svgd: precision λ of the Gaussian prior on the weights, "
+                                "log p(θ) = -λ/2 ‖θ‖²")
+    consistent_masks: bool = _f(False, "MC dropout draws K masks once per round and reuses them for every item "
+                                "(faster)")
+    score_precision: str = _f("auto", "compute dtype of MC-dropout scoring: float32, bfloat16, float16 (CUDA) "
+                              "or auto")
+    compile_scoring: bool = _f(False, "torch.compile the stochastic part of the network for scoring (pays on "
+                               "large pools)")
+    test_mc_samples: int = _f(0, "0: evaluate val/test with dropout off (weight scaling); K > 0: the mean of K "
+                              "MC passes")
+    score_batch_size: int = _f(32, "images per forward pass when scoring")
+    reduction: str | None = _f(None, "override the strategy's map-to-score reduction (sum, mean, max, "
+                               "topq_mean, ...)")
+    sampling: str | None = _f(None, "sample the batch from an uncertainty score instead of top-k: power, "
+                              "softmax or rank")
+    temperature: float = _f(1.0, "temperature of --sampling (→ 0: top-k)")
+    candidates: int | None = _f(None, "max_cover: uncertain candidates (default 16, at least 2 × query); "
+                                "batchbald: BALD pre-filter")
+    beta: float = _f(1.0, "density_weighted: exponent of the mean similarity to the pool")
+    alpha: float = _f(1.0, "entropy_mi: weight α of α·minmax(entropy) − minmax(MI)/α (Nath et al.: 1)")
+    mi_bins: int = _f(32, "entropy_mi: intensity bins of the image joint histograms (32; fewer for small images)")
+    strategy_options: dict = field(default_factory=dict, metadata={
+        "help": "any setting of the strategy by its own name (the [strategy] table of a TOML file); "
+                "get_strategy checks them", "flag": False})
+    depth: int = _f(3, "U-Net levels")
+    base_filters: int = _f(16, "U-Net filters of the first level (doubled per level)")
+    dropout: float = _f(0.2, "U-Net dropout rate after every max-pool")
+    residual: bool = _f(False, "U-Net residual blocks")
+    reference: bool = _f(True, "train one full-pool reference model per seed (the target of 'annotations to 95%')")
+    heatmaps: int = _f(4, "overlays saved per round (picked items)")
+    save_per_item: bool = _f(True, "store per-item val/test metrics in the ledger (needed for Wilcoxon tests)")
+    device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ...")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -79,11 +128,25 @@ class SimConfig:
         return dataclasses.replace(self, **changes)
 
 
+def strategy_list(value: str) -> list[str]:
+    """The strategy names of a comma-separated ``strategy`` setting (``"random, bald"``)."""
+    return [s.strip() for s in str(value).split(",") if s.strip()]
+
+
+def help_of(f: dataclasses.Field) -> str:
+    """The help text of a config field."""
+    return f.metadata.get("help", "")
+
+
 def _coerce(name: str, value, default_type: type):
     """Convert a TOML/flag value to the field's type with an error naming the key."""
     if value is None:
         return None
     try:
+        if default_type is dict:
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
         if default_type is bool and isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -96,18 +159,42 @@ def _coerce(name: str, value, default_type: type):
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "int | None": int, "str | None": str,
-          "float | None": float}
+          "float | None": float, "dict": dict}
+
+
+def read_toml(path: str | Path, what: str = "config file", hint: str = "") -> dict:
+    """A TOML file as a dict; a missing file or bad TOML is an error naming the file (and ``hint``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found{hint}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from None
+
+
+def read_toml_settings(path: str | Path) -> dict:
+    """The run settings of a TOML file: a flat table or a ``[simulate]`` table, plus an optional
+    ``[strategy]`` table (the strategy's own settings, stored as ``strategy_options``)."""
+    doc = read_toml(path)
+    nested = isinstance(doc.get("simulate"), dict)
+    values = dict(doc["simulate"]) if nested else dict(doc)
+    table = doc.get("strategy") if nested else None
+    if isinstance(values.get("strategy"), dict):  # a flat file's [strategy] table (the name stays default)
+        table = values.pop("strategy")
+    if table is not None:
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: [strategy] must be a table of the strategy's settings, e.g. beta = 2.0")
+        values["strategy_options"] = {**values.get("strategy_options", {}), **table}
+    return values
 
 
 def load_config(path: str | Path | None = None, **overrides) -> SimConfig:
-    """Defaults, then the TOML file (a flat table or a ``[simulate]`` table), then ``overrides``.
+    """Defaults, then the TOML file (see :func:`read_toml_settings`), then ``overrides``.
 
     Unknown keys raise an error listing the valid ones; ``None`` overrides are ignored.
     """
-    values: dict = {}
-    if path is not None:
-        doc = tomllib.loads(Path(path).read_text())
-        values.update(doc.get("simulate", doc))
+    values: dict = read_toml_settings(path) if path is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name: f for f in fields(SimConfig)}
     unknown = sorted(set(values) - set(known))

@@ -43,13 +43,17 @@ def deterministic_outputs(model: nn.Module, images_N_C_H_W, want: tuple[str, ...
     if unknown:
         raise ValueError(f"unknown model outputs {unknown}; valid: {', '.join(OUTPUTS)}")
     captured: dict[str, torch.Tensor] = {}
-    hooks = []
+    # look both layers up before hooking either, so a missing one leaves no hook behind
+    deep = head = None
     if "descriptors" in want:
-        layer = _layer(model, "descriptor_layer", "descriptors (core-set, max-cover, density)")
-        hooks.append(layer.register_forward_hook(lambda m, i, o: captured.__setitem__("deep", o)))
+        deep = _layer(model, "descriptor_layer", "descriptors (core-set, max-cover, density)")
     if "embedding" in want:
-        layer = _layer(model, "output_layer", "gradient embeddings (BADGE)")
-        hooks.append(layer.register_forward_pre_hook(lambda m, i: captured.__setitem__("h", i[0])))
+        head = _layer(model, "output_layer", "gradient embeddings (BADGE)")
+    hooks = []
+    if deep is not None:
+        hooks.append(deep.register_forward_hook(lambda m, i, o: captured.__setitem__("deep", o)))
+    if head is not None:
+        hooks.append(head.register_forward_pre_hook(lambda m, i: captured.__setitem__("h", i[0])))
     was_training = model.training
     model.eval()
     out: dict[str, list[np.ndarray]] = {name: [] for name in want}

@@ -81,27 +81,37 @@ def release_free_memory() -> None:
 
 
 def score_and_summarize(model: nn.Module, images_N_C_H_W, strategy, estimator, device: str | None = "auto",
-                        summarize: bool = False, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Scores ``[N]`` and, with ``summarize``, ``strategy.summarize`` of each batch's probabilities
-    (BatchBALD's ``[N, K, C]``), from one streaming pass; the full ``probs_N_K_C_H_W`` is never held."""
+                        summarize: bool = False, progress=None, measures: tuple[str, ...] = ()):
+    """Scores ``[N]``, with ``summarize`` ``strategy.summarize`` of each batch's probabilities (BatchBALD's
+    ``[N, K, C]``, else None) and the per-item mean of each heuristic map in ``measures`` (a dict), from
+    one streaming pass; the full ``probs_N_K_C_H_W`` is never held. Strategies that need no scores skip
+    the passes unless summaries or measures are asked for."""
+    from activeseg.acquisition.heuristics import fused_maps
+
     n = len(images_N_C_H_W)
-    if not strategy.needs_model or not getattr(strategy, "needs_scores", True):
-        if not summarize:
-            return np.zeros(n), None
+    if (not strategy.needs_model or not strategy.needs_scores) and not summarize and not measures:
+        return np.zeros(n), None, {}
     device = pick_device(device)
     model.to(device)
     scores, summaries = [], []
+    means: dict[str, list[np.ndarray]] = {name: [] for name in measures}
     done = 0
     for probs in estimator.batches(model, images_N_C_H_W, device):
         scores.append(np.asarray(strategy.score(probs), dtype=np.float64))
         if summarize:
             summaries.append(strategy.summarize(probs))
+        for name, m in fused_maps(probs, measures).items() if measures else ():
+            means[name].append(m.reshape(len(m), -1).double().mean(1).numpy())
         done += len(probs)
         del probs
         release_free_memory()
         if progress is not None:
             progress(done)
-    return (np.concatenate(scores) if scores else np.zeros(0)), (np.concatenate(summaries) if summaries else None)
+    if not strategy.needs_model or not strategy.needs_scores:
+        scores = [np.zeros(len(s)) for s in scores]
+    return ((np.concatenate(scores) if scores else np.zeros(0)),
+            (np.concatenate(summaries) if summaries else None),
+            {name: np.concatenate(v) if v else np.zeros(0) for name, v in means.items()})
 
 
 def uncertainty_maps(

@@ -1,14 +1,22 @@
-"""Run many simulations (strategies × seeds), in parallel worker processes when asked.
+"""Plan and run many simulations: a grid of run settings (strategies × seeds × any key) as jobs.
 
-Layout of ``out``: with one strategy, ``out/seed_<s>/``; with several, ``out/<strategy>/seed_<s>/``.
-Each seed's full-pool reference model is trained once and its ``reference.json`` copied into every
-strategy's run folder of that seed.
+One planner and one layout serve ``activeseg simulate`` (a grid over strategy × seed, run in local
+worker processes) and ``activeseg sweep`` (any grid, run on Ray). Layout of ``out``::
+
+    <group>/<strategy>/seed_<s>/     one run (see activeseg.records)
+    <group>/reference/seed_<s>/      the full-pool reference of that group and seed
+
+where ``<group>`` names the values of the grid keys other than strategy and seed that take several
+values (``query=4``; empty when there are none). Each group and seed's reference is trained once and its
+``reference.json`` copied into every run folder of that group and seed. Jobs come references first, then
+seed by seed (a run stopped early leaves every strategy with the same seeds).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import multiprocessing as mp
-import os
 import shutil
 import sys
 import time
@@ -16,7 +24,10 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from activeseg.config import SimConfig
+from activeseg.config import SimConfig, load_config
+from activeseg.records import REFERENCE, finished_rounds
+
+SPECIAL = ("strategy", "seed")  # grid keys that name the run folder rather than its group
 
 
 @dataclass(frozen=True)
@@ -28,30 +39,64 @@ class Job:
     until_round: int | None = None
     deadline: float | None = None
 
+    def finished(self) -> bool:
+        """A reference with its ``reference.json``; a run whose ledger holds every round."""
+        if self.kind == "reference":
+            return (self.run_dir / REFERENCE).is_file()
+        return finished_rounds(self.run_dir) >= self.cfg.rounds
 
-def plan(cfg: SimConfig, strategies: list[str], seeds: list[int], out: Path, resume: bool,
+
+def _sanitize(value) -> str:
+    return str(value).replace("/", "_").replace(" ", "_")
+
+
+def plan(base: SimConfig, grid: dict[str, list], out: str | Path, resume: bool = True,
          until_round: int | None = None, deadline: float | None = None) -> list[Job]:
-    """References first (one per seed), then one run per strategy × seed, seed by seed (so a deadline
-    that stops the plan early leaves every strategy with the same seeds)."""
-    jobs = []
-    if cfg.reference:
-        for s in seeds:
-            jobs.append(Job("reference", cfg.replace(seed=s), out / "reference" / f"seed_{s}", resume))
-    for s in seeds:
-        for strategy in strategies:
-            run_dir = out / f"seed_{s}" if len(strategies) == 1 else out / strategy / f"seed_{s}"
-            jobs.append(Job("run", cfg.replace(strategy=strategy, seed=s), run_dir, resume, until_round, deadline))
-    return jobs
+    """Every run of the grid over ``base`` (one per combination) and one reference per (group, seed) when
+    ``reference`` is on; see the module docstring for the layout and order."""
+    out = Path(out)
+    keys = sorted(grid)
+    group_keys = [k for k in keys if k not in SPECIAL and len(grid[k]) > 1]
+    references: dict[Path, Job] = {}
+    runs: list[Job] = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo, strict=True))
+        try:
+            cfg = load_config(None, **{**dataclasses.asdict(base), **values})
+        except ValueError as err:
+            raise ValueError(f"run {values}: {err}") from None
+        group = out.joinpath(*(f"{k}={_sanitize(values[k])}" for k in group_keys))
+        runs.append(Job("run", cfg, group / cfg.strategy / f"seed_{cfg.seed}", resume, until_round, deadline))
+        if cfg.reference:
+            ref_dir = group / "reference" / f"seed_{cfg.seed}"
+            references.setdefault(ref_dir, Job("reference", cfg, ref_dir, resume))
+    return list(references.values()) + sorted(runs, key=lambda job: job.cfg.seed)  # stable within a seed
 
 
-def _run_job(job: Job, threads: int, quiet: bool) -> tuple[str, float, str | None]:
+def copy_references(jobs: list[Job]) -> None:
+    """Copy each group and seed's ``reference.json`` into its run folders."""
+    for job in jobs:
+        if job.kind != "run" or not job.run_dir.is_dir():
+            continue
+        src = job.run_dir.parent.parent / "reference" / f"seed_{job.cfg.seed}" / REFERENCE
+        if src.is_file():
+            shutil.copyfile(src, job.run_dir / REFERENCE)
+
+
+def prefetch(jobs: list[Job], quiet: bool) -> None:
+    """Fetch and validate every dataset of the plan once, so a bad dataset fails before any run starts and
+    workers only read the cache (never two downloads racing into it)."""
+    from activeseg.data import load_dataset
+
+    for name, patch in sorted({(j.cfg.dataset, j.cfg.patch_size) for j in jobs}):
+        load_dataset(name, patch_size=patch, quiet=quiet)
+
+
+def run_job(job: Job, quiet: bool) -> tuple[str, float, str | None]:
     """Execute one job in this process; returns (run dir, seconds, error text or None)."""
-    import torch
-
     from activeseg.data import load_dataset
     from activeseg.loop import run_reference, run_simulation
 
-    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
         dataset = load_dataset(job.cfg.dataset, patch_size=job.cfg.patch_size, quiet=True)
@@ -65,52 +110,55 @@ def _run_job(job: Job, threads: int, quiet: bool) -> tuple[str, float, str | Non
         return str(job.run_dir), time.perf_counter() - t0, traceback.format_exc()
 
 
-def _star(args):
-    return _run_job(*args)
+def set_threads(threads: int) -> None:
+    """Torch threads of this process: called at process entry points only (the CLI, a worker's start)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def _worker_job(job: Job) -> tuple[str, float, str | None]:
+    return run_job(job, True)
 
 
 def simulate(cfg: SimConfig, strategies: list[str], seeds: list[int], out: str | Path, workers: int = 1,
              resume: bool = False, quiet: bool = False, until_round: int | None = None,
-             deadline: float | None = None) -> list[tuple[str, float, str | None]]:
-    """Run every job of the plan; return (run dir, seconds, error) per job.
+             deadline: float | None = None, threads: int | None = None) -> list[tuple[str, float, str | None]]:
+    """Run every job of the strategy × seed grid; return (run dir, seconds, error) per job.
 
     Args:
-        workers: processes running jobs at once; each gets ``cores // workers`` torch threads.
+        workers: processes running jobs at once; with more than one, each worker process starts with
+            ``threads`` torch threads (default: the CPU count divided by ``workers``). With one, jobs run in
+            this process with its thread setting.
         until_round: run every job only up to this round (``resume=True`` later goes on).
         deadline: a ``time.time()`` after which no round starts; finished rounds stay in the ledgers
             and a later call with ``resume=True`` continues them.
     """
+    import os
+
     from tqdm.auto import tqdm
 
-    from activeseg.data import load_dataset
-
-    # Fetch and validate once here, so a bad dataset fails before any run starts and workers only read
-    # the cache (never two downloads racing into it).
-    load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=quiet)
     out = Path(out)
+    jobs = plan(cfg, {"strategy": list(strategies), "seed": list(seeds)}, out, resume, until_round, deadline)
+    prefetch(jobs, quiet)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
-    jobs = plan(cfg, strategies, seeds, out, resume, until_round, deadline)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     results = []
     bar = tqdm(total=len(jobs), desc="simulate", unit="run", disable=quiet)
     if workers <= 1:
         for job in jobs:
-            results.append(_run_job(job, threads, quiet))
+            results.append(run_job(job, quiet))
             bar.update(1)
     else:
+        threads = threads or max(1, (os.cpu_count() or 1) // workers)
         ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, maxtasksperchild=1) as procs:
-            for res in procs.imap(_star, [(j, threads, True) for j in jobs]):
+        with ctx.Pool(workers, initializer=set_threads, initargs=(threads,), maxtasksperchild=1) as procs:
+            for res in procs.imap(_worker_job, jobs):
                 results.append(res)
                 bar.update(1)
                 bar.set_postfix_str(Path(res[0]).relative_to(out).as_posix())
     bar.close()
-    for job in jobs:
-        if job.kind == "run" and cfg.reference:
-            ref = out / "reference" / f"seed_{job.cfg.seed}" / "reference.json"
-            if ref.exists() and job.run_dir.is_dir():
-                shutil.copyfile(ref, job.run_dir / "reference.json")
+    copy_references(jobs)
     for run_dir, _, err in results:
         if err:
             print(f"activeseg: run {run_dir} failed:\n{err}", file=sys.stderr)

@@ -14,10 +14,8 @@ A sweep file is TOML::
     seed = [0, 1, 2]
     query = [4, 8]
 
-Layout of ``--out``: ``<group>/<strategy>/seed_<s>/`` per run, where ``<group>`` names the values of the
-grid keys other than strategy and seed that take several values (``query=4``; empty when there are
-none), and ``<group>/reference/seed_<s>/`` for each full-pool reference, trained once per group and
-seed and copied into its runs. ``sweep.json`` records the expanded plan and each run's state.
+Layout of ``--out``: the planner's of :mod:`activeseg.simulate` (``<group>/<strategy>/seed_<s>/`` per
+run and ``<group>/reference/seed_<s>/``). ``sweep.json`` records the expanded plan and each run's state.
 
 Each run is one Ray task (``num_cpus`` = its torch threads) writing its own ledger, so a sweep killed at
 any point and started again skips finished runs and resumes unfinished ones from their last round; a
@@ -26,20 +24,15 @@ failed run is reported with its traceback and does not stop the others.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import shutil
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from activeseg.config import SimConfig, load_config
-from activeseg.simulate import Job, _run_job
-
-SPECIAL = ("strategy", "seed")
+from activeseg.config import SimConfig, load_config, read_toml, read_toml_settings, strategy_list
+from activeseg.simulate import Job, copy_references, plan, prefetch, run_job, set_threads
 
 
 @dataclass
@@ -52,19 +45,10 @@ class Sweep:
     source: Path | None = None
 
 
-def _sanitize(value) -> str:
-    return str(value).replace("/", "_").replace(" ", "_")
-
-
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file; errors name the key and say how to fix it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sweep file {path} not found; see the README's 'Sweeps' section for the format")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path} is not valid TOML: {err}") from None
+    doc = read_toml(path, "sweep file", "; see the README's 'Sweeps' section for the format")
     unknown = sorted(set(doc) - {"sweep", "base", "grid"})
     if unknown:
         raise ValueError(f"{path}: unknown table(s) {unknown}; a sweep file has [sweep], [base] and [grid]")
@@ -77,8 +61,7 @@ def load_sweep(path: str | Path) -> Sweep:
         cfg_path = (path.parent / head["config"]).resolve()
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{path}: [sweep] config = {head['config']!r} not found (looked at {cfg_path})")
-        cfg_doc = tomllib.loads(cfg_path.read_text())
-        base.update(cfg_doc.get("simulate", cfg_doc))
+        base.update(read_toml_settings(cfg_path))
     base.update(doc.get("base", {}))
     grid = doc.get("grid", {})
     known = {f.name for f in fields(SimConfig)}
@@ -93,7 +76,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if len(set(map(str, values))) != len(values):
             raise ValueError(f"{path}: [grid] {key} lists a value twice: {values}")
     if "strategy" in base and "," in str(base["strategy"]) and "strategy" not in grid:
-        grid["strategy"] = [s.strip() for s in str(base.pop("strategy")).split(",")]
+        grid["strategy"] = strategy_list(base.pop("strategy"))
     workers = head.get("workers")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"{path}: [sweep] workers = {workers!r} must be a positive integer")
@@ -101,46 +84,18 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def expand(sweep: Sweep, out: str | Path) -> list[Job]:
-    """Every run of the grid and one reference per (group, seed) when references are on.
-
-    Runs are ordered seed by seed (a sweep stopped early leaves every strategy with the same seeds);
-    references come first.
-    """
-    out = Path(out)
-    keys = sorted(sweep.grid)
-    group_keys = [k for k in keys if k not in SPECIAL and len(sweep.grid[k]) > 1]
-    references: dict[Path, Job] = {}
-    runs: list[tuple[int, Job]] = []
-    for combo in itertools.product(*(sweep.grid[k] for k in keys)):
-        values = dict(zip(keys, combo, strict=True))
-        try:
-            cfg = load_config(None, **{**sweep.base, **values})
-        except ValueError as err:
-            raise ValueError(f"sweep run {values}: {err}") from None
-        group = out.joinpath(*(f"{k}={_sanitize(values[k])}" for k in group_keys))
-        run_dir = group / cfg.strategy / f"seed_{cfg.seed}"
-        runs.append((cfg.seed, Job("run", cfg, run_dir, True)))
-        if cfg.reference:
-            ref_dir = group / "reference" / f"seed_{cfg.seed}"
-            references.setdefault(ref_dir, Job("reference", cfg, ref_dir, True))
-    ordered = [job for _, job in sorted(runs, key=lambda r: r[0])]  # stable: grid order within a seed
-    return list(references.values()) + ordered
-
-
-def is_finished(job: Job) -> bool:
-    """A reference with its ``reference.json``; a run whose ledger holds every round."""
-    if job.kind == "reference":
-        return (job.run_dir / "reference.json").is_file()
-    ledger = job.run_dir / "ledger.jsonl"
-    if not ledger.is_file():
-        return False
-    with ledger.open() as f:
-        complete = sum(1 for line in f if line.endswith("\n") and line.strip())
-    return complete >= job.cfg.rounds
+    """Every run of the grid and one reference per (group, seed) when references are on (the planner of
+    :mod:`activeseg.simulate`)."""
+    try:
+        base = load_config(None, **sweep.base)
+    except ValueError as err:
+        raise ValueError(f"sweep [base]: {err}") from None
+    return plan(base, sweep.grid, out, resume=True)
 
 
 def _ray_run(job: Job, threads: int) -> tuple[str, float, str | None]:
-    return _run_job(job, threads, True)
+    set_threads(threads)  # the Ray task is this worker process's entry point
+    return run_job(job, True)
 
 
 def run_sweep(sweep: Sweep | str | Path, out: str | Path, address: str | None = None, workers: int | None = None,
@@ -173,12 +128,8 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path, address: str | None = 
         threads = threads or max(1, cores // workers)
     else:
         threads = threads or 1
-    # Fetch every dataset once here, so workers only read the cache (and a bad dataset fails early).
-    from activeseg.data import load_dataset
-
-    for name, patch in sorted({(j.cfg.dataset, j.cfg.patch_size) for j in jobs}):
-        load_dataset(name, patch_size=patch, quiet=quiet)
-    status = {str(j.run_dir): {"kind": j.kind, "state": "done" if is_finished(j) else "pending"} for j in jobs}
+    prefetch(jobs, quiet)
+    status = {str(j.run_dir): {"kind": j.kind, "state": "done" if j.finished() else "pending"} for j in jobs}
     todo = [j for j in jobs if status[str(j.run_dir)]["state"] != "done"]
     _write_status(out, sweep, jobs, status)
     started = False
@@ -210,7 +161,7 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path, address: str | None = 
         bar.close()
         if started:
             ray.shutdown()
-    _copy_references(jobs)
+    copy_references(jobs)
     failed = [(d, s) for d, s in status.items() if s["state"] == "failed"]
     for run_dir, s in failed:
         print(f"activeseg: sweep run {run_dir} failed:\n{s['error']}", file=sys.stderr)
@@ -218,17 +169,6 @@ def run_sweep(sweep: Sweep | str | Path, out: str | Path, address: str | None = 
         print(f"activeseg: sweep {out}: {sum(s['state'] == 'done' for s in status.values())} of {len(jobs)} done, "
               f"{len(failed)} failed", flush=True)
     return [{"run_dir": d, **s} for d, s in status.items()]
-
-
-def _copy_references(jobs: list[Job]) -> None:
-    refs = {j.run_dir.parent.parent: j.run_dir for j in jobs if j.kind == "reference"}
-    for job in jobs:
-        if job.kind != "run":
-            continue
-        ref_dir = refs.get(job.run_dir.parent.parent)
-        src = None if ref_dir is None else ref_dir.parent / f"seed_{job.cfg.seed}" / "reference.json"
-        if src is not None and src.is_file() and job.run_dir.is_dir():
-            shutil.copyfile(src, job.run_dir / "reference.json")
 
 
 def _write_status(out: Path, sweep: Sweep, jobs: list[Job], status: dict) -> None:

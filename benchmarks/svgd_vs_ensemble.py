@@ -40,7 +40,7 @@ import torch
 
 from activeseg.config import SimConfig
 from activeseg.data import load_dataset, make_split
-from activeseg.loop import new_model
+from activeseg.engine import Engine
 from activeseg.train import TrainConfig, evaluate, fit
 from activeseg.uncertainty.committee import fit_svgd, member_seed
 
@@ -91,17 +91,17 @@ def time_vmap(cfg: SimConfig, dataset, members: int, repeats: int) -> dict:
     """Median seconds per training step and per inference batch: a loop over members vs vmap."""
     from torch.func import functional_call, grad, replace_all_batch_norm_modules_, stack_module_state, vmap
 
-    from activeseg.train import loss_fn
+    from activeseg.losses import loss_fn
 
     x = torch.from_numpy(dataset.images[:8])
     y = torch.from_numpy(dataset.targets[:8].astype(np.int64))
     xi = torch.from_numpy(dataset.images[:32])
     weights = torch.ones(2)
-    models = [new_model(cfg, dataset, i) for i in range(members)]
+    models = [Engine(cfg).new_network(dataset, i) for i in range(members)]
     for m in models:
         replace_all_batch_norm_modules_(m)
     train_models = models
-    eval_models = [new_model(cfg, dataset, i).eval() for i in range(members)]
+    eval_models = [Engine(cfg).new_network(dataset, i).eval() for i in range(members)]
     base_t = copy.deepcopy(train_models[0]).to("meta")
     base_e = copy.deepcopy(eval_models[0]).to("meta")
     pt, bt = stack_module_state(train_models)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
            "lr": args.lr, "batch_size": 8, "prior_precision": sim.prior_precision, "threads": args.threads,
            "committees": {}}
     for kind in KINDS:
-        members = [new_model(sim, data, member_seed(args.seed, i)) for i in range(args.members)]
+        members = [Engine(sim).new_network(data, member_seed(args.seed, i)) for i in range(args.members)]
         print(f"svgd_vs_ensemble: training the {kind} committee", flush=True)
         doc["committees"][kind] = train_committee(kind, members, x, y, vx, vy, cfg, args.seed, args.every)
         final = doc["committees"][kind]["val_dice"][str(args.steps)]

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from activeseg.config import SimConfig
-from activeseg.data import load_dataset
 from activeseg.descriptors import deterministic_outputs
 from activeseg.loop import run_simulation
 from activeseg.models import build_model
@@ -18,23 +17,17 @@ CLS = dict(dataset="mnist", initial=20, balanced_initial=True, val_size=30, quer
 
 
 @pytest.fixture(scope="module")
-def nuclei():
-    return load_dataset("nuclei", patch_size=32, quiet=True)
-
-
-@pytest.fixture(scope="module")
-def small_mnist():
-    mnist = load_dataset("mnist", quiet=True)
+def small_mnist(mnist):
     return mnist.subset(np.concatenate([np.arange(300), mnist.official_test[:100]]))
 
 
 @pytest.mark.parametrize("name", BATCH)
-def test_batch_strategy_runs_segmentation(nuclei, tmp_path, name):
-    records = run_simulation(SimConfig(strategy=name, **SEG), nuclei, tmp_path, progress=False)
+def test_batch_strategy_runs_segmentation(nuclei32, tmp_path, name):
+    records = run_simulation(SimConfig(strategy=name, **SEG), nuclei32, tmp_path, progress=False)
     picked = [s["dataset_idx"] for s in records[0]["selected"]]
     assert len(set(picked)) == 3 and records[1]["n_annotations"] == 7
     if name in ("batchbald", "badge"):  # the samplers: the same seed gives the same picks
-        again = run_simulation(SimConfig(strategy=name, **SEG), nuclei, tmp_path / "b", progress=False)
+        again = run_simulation(SimConfig(strategy=name, **SEG), nuclei32, tmp_path / "b", progress=False)
         assert again[0]["selected"] == records[0]["selected"]
 
 
@@ -45,11 +38,11 @@ def test_batch_strategy_runs_classification(small_mnist, tmp_path, name):
     assert len(set(picked)) == 5 and records[1]["n_annotations"] == 25
 
 
-def test_config_settings_reach_the_strategy(nuclei, tmp_path):
+def test_config_settings_reach_the_strategy(nuclei32, tmp_path):
     cfg = SimConfig(strategy="bald", sampling="rank", temperature=0.5, **SEG)
-    assert run_simulation(cfg, nuclei, tmp_path, progress=False)[0]["selected"]
+    assert run_simulation(cfg, nuclei32, tmp_path, progress=False)[0]["selected"]
     with pytest.raises(ValueError, match="strategy 'coreset' has no setting 'sampling'"):
-        run_simulation(cfg.replace(strategy="coreset"), nuclei, tmp_path / "bad", progress=False)
+        run_simulation(cfg.replace(strategy="coreset"), nuclei32, tmp_path / "bad", progress=False)
 
 
 def test_descriptors_are_the_spatial_mean_of_the_deepest_features():

@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from PIL import Image
 
-from activeseg.data.fetch import NUCLEI_FILES, fetch_files
-from activeseg.report import read_ledger
+from activeseg.records import read_ledger
 
 TINY = ["--depth", "2", "--base-filters", "4", "--steps", "6", "--batch-size", "4", "--eval-every", "3",
         "--initial", "4", "--query", "3", "--max-pool", "20", "--mc-samples", "3", "--patch-size", "32",
@@ -62,7 +60,7 @@ def test_resume_after_sigkill_repeats_nothing_and_loses_nothing(tmp_path):
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "activeseg.cli", *map(str, args), "--out", str(cut)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ledger = cut / "seed_0" / "ledger.jsonl"
+    ledger = cut / "max_entropy" / "seed_0" / "ledger.jsonl"
     deadline = time.time() + 600  # generous for a loaded machine; the loop ends as soon as 2 rounds exist
     while time.time() < deadline and not (ledger.exists() and ledger.read_text().count("\n") >= 2):
         time.sleep(0.05)
@@ -74,26 +72,11 @@ def test_resume_after_sigkill_repeats_nothing_and_loses_nothing(tmp_path):
     strip = lambda recs: [{k: v for k, v in r.items() if k != "seconds"} for r in recs]  # noqa: E731
     resumed = read_ledger(ledger)
     assert [r["round"] for r in resumed] == [1, 2, 3, 4, 5]
-    assert strip(resumed) == strip(read_ledger(tmp_path / "full" / "seed_0" / "ledger.jsonl"))
+    assert strip(resumed) == strip(read_ledger(tmp_path / "full" / "max_entropy" / "seed_0" / "ledger.jsonl"))
 
 
-def _lab_folder(root: Path, n_labeled: int) -> tuple[Path, Path]:
-    """Real cells3d nuclei slices as a lab folder: 16-bit TIFF images, PNG masks for the first few."""
-    paths = fetch_files({k: NUCLEI_FILES[k] for k in ("cells3d_img", "cells3d_label")}, "nuclei", quiet=True)
-    vol, lab = tifffile.imread(paths["cells3d_img"]), tifffile.imread(paths["cells3d_label"])
-    slices = [z for z in range(lab.shape[0]) if lab[z].max() > 0][::6][:7]
-    images, masks = root / "images", root / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir()
-    for i, z in enumerate(slices):
-        tifffile.imwrite(images / f"slice_{z:02d}.tif", vol[z, 64:160, 64:164])  # 96×100: not a multiple of 8
-        if i < n_labeled:
-            Image.fromarray(((lab[z, 64:160, 64:164] > 0) * 255).astype(np.uint8)).save(masks / f"slice_{z:02d}.png")
-    return images, masks
-
-
-def test_suggest_ranks_the_unlabelled_images(tmp_path):
-    images, masks = _lab_folder(tmp_path / "lab", n_labeled=3)
+def test_suggest_ranks_the_unlabelled_images(tmp_path, lab_folder):
+    images, masks = lab_folder(tmp_path / "lab", n_labeled=3)
     out = tmp_path / "next"
     proc = activeseg("suggest", "--images", images, "--masks", masks, "--k", "2", "--out", out, "--strategy",
                      "std_edt", "--depth", "2", "--base-filters", "4", "--steps", "8", "--patch-size", "32",
@@ -113,8 +96,8 @@ def test_suggest_ranks_the_unlabelled_images(tmp_path):
     assert (out / "model.pt").is_file() and json.loads((out / "config.json").read_text())["labeled_images"] == 3
 
 
-def test_bad_folder_gives_a_clear_error_and_exit_code_2(tmp_path):
-    images, masks = _lab_folder(tmp_path / "lab", n_labeled=2)
+def test_bad_folder_gives_a_clear_error_and_exit_code_2(tmp_path, lab_folder):
+    images, masks = lab_folder(tmp_path / "lab", n_labeled=2)
     Image.fromarray(np.full((96, 100), 7, np.uint8)).save(masks / "slice_stray.png")
     Image.fromarray(np.zeros((50, 50), np.uint8)).save(next(masks.glob("*.png")))  # wrong size now
     proc = activeseg("suggest", "--images", images, "--masks", masks, "--out", tmp_path / "o", check=False)

@@ -12,10 +12,11 @@ from activeseg.acquisition import STRATEGIES, get_strategy
 from activeseg.config import SimConfig
 from activeseg.data import load_dataset
 from activeseg.loop import run_simulation
+from activeseg.losses import log_likelihood, log_soft_dice_per_item
 from activeseg.models import UNet
 from activeseg.train import TrainConfig, evaluate, predict
 from activeseg.uncertainty import COMMITTEES, Committee, CommitteeEstimator, fit_committee, get_estimator
-from activeseg.uncertainty.committee import fit_svgd, log_likelihood, log_soft_dice_per_item, member_seed
+from activeseg.uncertainty.committee import fit_svgd, member_seed
 
 SEG = dict(depth=2, base_filters=4, steps=6, batch_size=4, eval_every=3, initial=4, query=3, rounds=2, max_pool=20,
            members=2, patch_size=32, heatmaps=1, device="cpu", reference=False)
@@ -35,20 +36,15 @@ def states_equal(a, b) -> bool:
 
 
 @pytest.fixture(scope="module")
-def all_nuclei():
-    return load_dataset("nuclei", patch_size=32, quiet=True)
-
-
-@pytest.fixture(scope="module")
-def nuclei(all_nuclei):
+def nuclei(nuclei32):
     """The patches of the first source images only (about 60 validation and 90 test patches), so
     evaluating a committee every round stays cheap."""
-    return all_nuclei.subset(np.arange(400))
+    return nuclei32.subset(np.arange(400))
 
 
 @pytest.fixture(scope="module")
-def patches(all_nuclei):
-    nuclei = all_nuclei
+def patches(nuclei32):
+    nuclei = nuclei32
     fg = nuclei.targets.reshape(len(nuclei), -1).mean(1)
     idx = np.flatnonzero(fg > 0.1)
     return nuclei.images[idx[:16]], nuclei.targets[idx[:16]], nuclei.images[idx[16:24]], nuclei.targets[idx[16:24]]
@@ -63,7 +59,7 @@ def test_committee_predicts_the_members_mean_and_the_estimator_stacks_them():
     x = np.random.default_rng(0).random((5, 1, 16, 16), dtype=np.float32)
     each = np.stack([predict(m, x) for m in members], 1)  # [N, K, C, H, W], eval mode
     np.testing.assert_allclose(predict(model, x), each.mean(1), rtol=1e-5, atol=1e-6)
-    est = get_estimator("svgd", k=3, batch_size=2, seed=7)
+    est = get_estimator("svgd", k=3, batch_size=2)
     assert isinstance(est, CommitteeEstimator)
     probs = torch.cat(list(est.batches(model, x)))
     assert probs.shape == (5, 3, 2, 16, 16)

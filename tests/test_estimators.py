@@ -1,13 +1,14 @@
 """Uncertainty estimators (activeseg/uncertainty/estimators.py): MC dropout and deterministic."""
 
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from activeseg.models import UNet
+from activeseg.models import GalCNN, UNet
 from activeseg.train import predict
-from activeseg.uncertainty import ESTIMATORS, Deterministic, MCDropout, get_estimator, has_dropout
+from activeseg.uncertainty import UNCERTAINTY_METHODS, Deterministic, MCDropout, get_estimator, has_dropout
 from activeseg.uncertainty.estimators import _FixedMasks
 
 
@@ -131,12 +132,17 @@ def test_mc_dropout_mean_is_close_to_deterministic(images):
 def test_get_estimator():
     est = get_estimator("mc_dropout", k=3, batch_size=5, seed=9)
     assert est == MCDropout(k=3, batch_size=5, seed=9)
-    det = get_estimator("deterministic", k=20, batch_size=5, seed=9)  # MC-only options are dropped
+    det = get_estimator("deterministic", batch_size=5)
     assert det == Deterministic(batch_size=5) and det.k == 1
-    assert set(ESTIMATORS) == {"mc_dropout", "deterministic", "ensemble", "bootstrap", "svgd"}
-    assert get_estimator("svgd", k=5, batch_size=4, seed=1, consistent=True).k == 5  # MC-only options dropped
-    valid = r"valid: \['bootstrap', 'deterministic', 'ensemble', 'mc_dropout', 'svgd'\]"
-    with pytest.raises(ValueError, match=r"unknown estimator 'mcdropout'; " + valid):
+    assert set(UNCERTAINTY_METHODS) == {"mc_dropout", "deterministic", "ensemble", "bootstrap", "svgd"}
+    assert get_estimator("svgd", k=5, batch_size=4).k == 5
+    with pytest.raises(ValueError, match=r"estimator 'deterministic' \(Deterministic\) takes no k, seed; "
+                                         r"valid: batch_size"):
+        get_estimator("deterministic", k=20, batch_size=5, seed=9)
+    with pytest.raises(ValueError, match=r"'svgd' \(CommitteeEstimator\) takes no consistent, seed; valid: k"):
+        get_estimator("svgd", k=5, batch_size=4, seed=1, consistent=True)
+    with pytest.raises(ValueError, match=r"unknown uncertainty method \(--estimator\) 'mcdropout'; valid: "
+                                         r"mc_dropout \(.*\), deterministic"):
         get_estimator("mcdropout")
 
 
@@ -183,10 +189,8 @@ def test_consistent_masks_do_not_depend_on_batching_and_differ_between_passes():
 
 def test_consistent_masks_keep_the_dropout_rate_and_scale():
     model = _cnn()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        with _FixedMasks(model.classifier, k=400) as fixed:
-            model.classifier[0](torch.ones(400, 32, 11, 11))
+    with _FixedMasks(model.classifier, k=400, generator=torch.Generator().manual_seed(0)) as fixed:
+        model.classifier[0](torch.ones(400, 32, 11, 11))
     mask = fixed.masks[id(model.classifier[0])]
     assert mask.shape == (400, 32, 11, 11)
     torch.testing.assert_close(mask.unique(), torch.tensor([0.0, 1 / 0.75]))
@@ -203,7 +207,7 @@ def test_independent_masks_on_the_cached_prefix_are_per_item():
 
 def test_consistent_masks_need_same_sized_items():
     layer = nn.Sequential(nn.Dropout(0.5))
-    with _FixedMasks(layer, k=2):
+    with _FixedMasks(layer, k=2, generator=torch.Generator()):
         layer(torch.ones(2, 3, 8, 8))
         with pytest.raises(ValueError, match="same shape"):
             layer(torch.ones(2, 3, 16, 16))
@@ -245,3 +249,10 @@ def test_unet_cached_prefix_equals_plain_passes_given_the_same_masks():
     # without consistent masks the K passes on the cached prefix still differ
     free = run(MCDropout(k=4, batch_size=5, seed=3), model, images)
     assert not torch.allclose(free[:, 0], free[:, 1])
+
+
+def test_mc_dropout_on_the_cnn_gives_n_k_c():
+    probs = next(MCDropout(k=4, batch_size=8, seed=0).batches(GalCNN(), torch.rand(5, 1, 28, 28)))
+    assert probs.shape == (5, 4, 10)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    assert not torch.allclose(probs[:, 0], probs[:, 1])  # the passes differ

@@ -13,7 +13,9 @@ from activeseg.data.loader import TilePool, iter_batches, pool_loader
 from activeseg.models import UNet
 from activeseg.scoring import score_and_summarize, score_pool
 from activeseg.uncertainty import MCDropout
-from activeseg.uncertainty.estimators import _Dropout, keep_mask, resolve_precision
+from activeseg.uncertainty.dropout import FastDropout as _Dropout
+from activeseg.uncertainty.dropout import keep_mask
+from activeseg.uncertainty.estimators import resolve_precision
 
 
 def _unet():
@@ -141,7 +143,7 @@ def test_tile_pool_cuts_like_the_training_tiler(tmp_path):
     expected = []
     for path in sorted(folder.iterdir()):
         img = normalize_percentile(tifffile.imread(path))
-        expected += [t for _, _, t in tile(img, 32)]
+        expected += [t for _, t in tile(img, 32)]
     assert len(pool) == len(expected) == 6 + 1 + 4  # 20×40 is padded to one 32×32 tile
     for j, t in enumerate(expected):
         np.testing.assert_array_equal(pool[j].numpy(), t[None])
@@ -160,7 +162,7 @@ def test_scoring_from_files_through_workers_equals_scoring_the_array(tmp_path):
         got = score_pool(model, pool_loader(pool, batch_size=5, workers=workers), strategy, estimator=est,
                          device="cpu")
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
-    scores, _ = score_and_summarize(model, pool_loader(pool, batch_size=4, workers=0), strategy, est)
+    scores, _, _ = score_and_summarize(model, pool_loader(pool, batch_size=4, workers=0), strategy, est)
     np.testing.assert_allclose(scores, ref, rtol=1e-5, atol=1e-7)
 
 

@@ -1,5 +1,6 @@
 """Hand-computed tables and edge cases for activeseg.metrics."""
 
+
 import math
 
 import numpy as np
@@ -11,6 +12,8 @@ from scipy import stats
 from activeseg.metrics import (
     annotations_to_target,
     area_under_curve,
+    auc_one_vs_rest,
+    classification_metrics,
     mean_band,
     mean_metrics,
     segmentation_metrics,
@@ -129,3 +132,27 @@ def test_wilcoxon_all_equal_and_length_mismatch():
     assert wilcoxon_paired([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]) == 1.0
     with pytest.raises(ValueError, match="same length"):
         wilcoxon_paired([0.1, 0.2], [0.1])
+
+
+def test_classification_metrics_by_hand():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.1, 0.4]])
+    labels = np.array([0, 1, 0, 2])
+    per_item, summary = classification_metrics(probs, labels)
+    np.testing.assert_array_equal(per_item["accuracy"], [1, 1, 0, 0])
+    assert summary["accuracy"] == 0.5 and summary["error"] == 0.5
+    # class 0: members score 0.7, 0.3 vs non-members 0.1, 0.5 -> pairs won 2 + 1 of 4 = 0.75;
+    # class 1: 0.8 beats 0.2, 0.3, 0.1 -> 1.0; class 2: 0.4 vs 0.1, 0.1, 0.4 -> (2 + 0.5) / 3.
+    assert summary["auc"] == pytest.approx((0.75 + 1.0 + 2.5 / 3) / 3)
+
+
+def test_auc_matches_mann_whitney():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=200)
+    labels = rng.integers(0, 4, 200)
+    expected = np.mean([
+        stats.mannwhitneyu(probs[labels == c, c], probs[labels != c, c]).statistic
+        / ((labels == c).sum() * (labels != c).sum())
+        for c in range(4)
+    ])
+    assert auc_one_vs_rest(probs, labels) == pytest.approx(expected)
+    assert np.isnan(auc_one_vs_rest(probs[:3], np.zeros(3, int)))  # one class only

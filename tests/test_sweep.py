@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from activeseg.report import read_ledger
-from activeseg.sweep import expand, is_finished, load_sweep, run_sweep
+from activeseg.records import read_ledger
+from activeseg.sweep import expand, load_sweep, run_sweep
 
 TINY = """
 [base]
@@ -64,7 +64,7 @@ def test_grid_expansion(tmp_path):
     assert {(j.cfg.strategy, j.cfg.query, j.cfg.rounds, j.cfg.lr) for j in runs} == {
         (s, q, 3, 0.001) for s in ("random", "bald") for q in (4, 8)}
     assert len({j.run_dir for j in runs}) == len(runs)
-    assert not any(is_finished(j) for j in jobs)
+    assert not any(j.finished() for j in jobs)
 
 
 def test_grid_without_varying_keys_and_references_off(tmp_path):
@@ -92,7 +92,7 @@ def test_sweep_file_errors(tmp_path, text, message):
 
 def test_bad_value_names_the_run(tmp_path):
     sweep = load_sweep(write(tmp_path, "[grid]\nquery = [4, 'many']\n"))
-    with pytest.raises(ValueError, match=r"sweep run \{'query': 'many'\}: config key 'query' = 'many' is not"):
+    with pytest.raises(ValueError, match=r"run \{'query': 'many'\}: config key 'query' = 'many' is not"):
         expand(sweep, tmp_path / "o")
 
 

@@ -1,13 +1,17 @@
 """Acquisition strategies: a heuristic map, a reduction and a selector bundled under one name.
 
-The loop depends only on this protocol, never on concrete classes::
+The engine depends only on this protocol, never on concrete classes::
 
     class Strategy(Protocol):
         name: str
         needs_model: bool
+        needs_scores: bool
+        consistent: bool
+        needs: tuple[str, ...]
         def score(self, probs_N_K_C_S) -> np.ndarray: ...
         def map(self, probs_N_K_C_S): ...
-        def select(self, scores_N, k, rng) -> np.ndarray: ...
+        def summarize(self, probs_N_K_C_S) -> np.ndarray: ...
+        def select(self, scores_N, k, rng, extras=None) -> np.ndarray: ...
 
 - ``name``: the registry name (snake_case, the same in Python, config and CLI).
 - ``needs_model``: False when scores are not needed (``random``); the loop then skips scoring and
@@ -25,6 +29,10 @@ The loop depends only on this protocol, never on concrete classes::
   and labelled images). Empty for the score-only strategies.
 - ``needs_scores``: False when ``select`` ignores the MC-dropout scores (core-set, BADGE), so the loop
   skips the K passes; ``consistent``: True when the K samples must share dropout masks across items.
+- ``summarize(probs_N_K_C_S)``: the per-sample summary ``[N, K, C]`` that ``"probs"`` in ``needs`` asks for.
+
+A batch selector is one :class:`Selector` record in ``SELECTORS`` (its function and what it needs);
+adding one touches that dict and the registry ``STRATEGIES``.
 
 Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` builds one):
 
@@ -85,12 +93,29 @@ class Strategy(Protocol):
 
     name: str
     needs_model: bool
+    needs_scores: bool
+    consistent: bool
+    needs: tuple[str, ...]
 
     def score(self, probs_N_K_C_S) -> np.ndarray: ...
 
     def map(self, probs_N_K_C_S): ...
 
+    def summarize(self, probs_N_K_C_S) -> np.ndarray: ...
+
     def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray: ...
+
+
+def summarize_probs(probs_N_K_C_S, pixels: int = 256) -> np.ndarray:
+    """``[N, K, C]`` float64 per-sample summary: the probabilities themselves for classification; for maps
+    the mean over ``pixels`` fixed positions (drawn once from seed 0, the same for every image)."""
+    p = probs_N_K_C_S.double().numpy() if isinstance(probs_N_K_C_S, torch.Tensor) else np.asarray(probs_N_K_C_S)
+    if p.ndim == 3:
+        return p.astype(np.float64)
+    flat = p.reshape(*p.shape[:3], -1)
+    n_pix = flat.shape[-1]
+    where = np.sort(np.random.default_rng(0).choice(n_pix, min(pixels, n_pix), replace=False))
+    return flat[..., where].mean(-1).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -155,6 +180,9 @@ class UncertaintyStrategy:
             threshold=self.threshold,
         )
 
+    def summarize(self, probs_N_K_C_S) -> np.ndarray:
+        return summarize_probs(probs_N_K_C_S)
+
     def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray:
         """The ``min(k, N)`` highest-scoring positions, highest first (``rng`` unused), or a sample."""
         if self.sampling == "top_k":
@@ -188,19 +216,67 @@ class RandomStrategy:
         """Zeros ``[N]`` float64: the score carries no information for random selection."""
         return np.zeros(probs_N_K_C_S.shape[0])
 
+    def summarize(self, probs_N_K_C_S) -> np.ndarray:
+        return summarize_probs(probs_N_K_C_S)
+
     def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray:
         """``min(k, N)`` distinct positions drawn with ``rng``; the score values are ignored."""
         return random_k(len(scores_N), k, rng)
 
 
-SELECTORS = ("max_cover", "coreset", "density_weighted", "batchbald", "badge", "entropy_mi")
-_NEEDS = {
-    "entropy_mi": ("images", "train_images"),
-    "max_cover": ("descriptors",),
-    "coreset": ("descriptors", "labeled_descriptors"),
-    "density_weighted": ("descriptors",),
-    "batchbald": ("probs",),
-    "badge": ("embedding",),
+def _max_cover(st, scores_N, k, rng, extras):
+    cands = max(st.candidates or 16, 2 * k)  # Yang et al.: 16 candidates for 8 picks
+    return batch.max_cover(scores_N, extras["descriptors"], k, candidates=cands)
+
+
+def _coreset(st, scores_N, k, rng, extras):
+    return batch.k_center_greedy(extras["descriptors"], k, labeled_M_D=extras.get("labeled_descriptors"))
+
+
+def _density(st, scores_N, k, rng, extras):
+    return top_k(batch.information_density(scores_N, extras["descriptors"], beta=st.beta), k)
+
+
+def _entropy_mi(st, scores_N, k, rng, extras):
+    mi = mutual_info.mi_matrix(extras["images"], extras["train_images"], bins=st.bins)
+    return top_k(mutual_info.entropy_mi_score(scores_N, mi, alpha=st.alpha), k)
+
+
+def _batchbald(st, scores_N, k, rng, extras):
+    return batch.batchbald(extras["probs"], k, rng, num_samples=st.num_samples, candidates=st.candidates)
+
+
+def _badge(st, scores_N, k, rng, extras):
+    return batch.kmeans_pp(extras["embedding"], k, rng)
+
+
+@dataclass(frozen=True)
+class Selector:
+    """One batch selector: ``pick(strategy, scores_N, k, rng, extras) -> positions`` and what it needs.
+
+    Args:
+        pick: the selection; reads its settings from the :class:`BatchStrategy` passed first.
+        needs: what ``extras`` must hold (see the module docstring).
+        needs_scores: False when ``pick`` ignores the uncertainty scores (the MC passes are skipped).
+        consistent: the K samples must share dropout masks across items (BatchBALD).
+        settings: the :class:`BatchStrategy` fields it reads besides ``base`` (the only ones
+            ``get_strategy`` accepts for it).
+    """
+
+    pick: Callable
+    needs: tuple[str, ...]
+    needs_scores: bool = True
+    consistent: bool = False
+    settings: tuple[str, ...] = ()
+
+
+SELECTORS: dict[str, Selector] = {
+    "max_cover": Selector(_max_cover, ("descriptors",), settings=("candidates",)),
+    "coreset": Selector(_coreset, ("descriptors", "labeled_descriptors"), needs_scores=False),
+    "density_weighted": Selector(_density, ("descriptors",), settings=("beta",)),
+    "batchbald": Selector(_batchbald, ("probs",), consistent=True, settings=("candidates", "num_samples", "pixels")),
+    "badge": Selector(_badge, ("embedding",), needs_scores=False),
+    "entropy_mi": Selector(_entropy_mi, ("images", "train_images"), settings=("alpha", "bins")),
 }
 
 
@@ -242,15 +318,15 @@ class BatchStrategy:
 
     @property
     def needs(self) -> tuple[str, ...]:
-        return _NEEDS[self.selector]
+        return SELECTORS[self.selector].needs
 
     @property
     def needs_scores(self) -> bool:
-        return self.selector not in ("coreset", "badge")
+        return SELECTORS[self.selector].needs_scores
 
     @property
     def consistent(self) -> bool:
-        return self.selector == "batchbald"
+        return SELECTORS[self.selector].consistent
 
     def _base(self) -> Strategy:
         return get_strategy(self.base)
@@ -262,15 +338,8 @@ class BatchStrategy:
         return self._base().score(probs_N_K_C_S)
 
     def summarize(self, probs_N_K_C_S) -> np.ndarray:
-        """``[N, K, C]`` float64 for BatchBALD: the probabilities themselves for classification; for
-        segmentation the mean over ``pixels`` fixed positions (drawn once from seed 0)."""
-        p = probs_N_K_C_S.double().numpy() if isinstance(probs_N_K_C_S, torch.Tensor) else np.asarray(probs_N_K_C_S)
-        if p.ndim == 3:
-            return p.astype(np.float64)
-        flat = p.reshape(*p.shape[:3], -1)
-        n_pix = flat.shape[-1]
-        where = np.sort(np.random.default_rng(0).choice(n_pix, min(self.pixels, n_pix), replace=False))
-        return flat[..., where].mean(-1).astype(np.float64)
+        """``[N, K, C]`` for BatchBALD (``pixels`` fixed positions per image for segmentation)."""
+        return summarize_probs(probs_N_K_C_S, self.pixels)
 
     def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray:
         """``min(k, N)`` positions from the selector; ``extras`` holds what ``needs`` names."""
@@ -278,19 +347,7 @@ class BatchStrategy:
         missing = [n for n in self.needs if n not in extras]
         if missing:
             raise ValueError(f"strategy {self.name!r} needs {missing} in extras (the loop provides them)")
-        if self.selector == "max_cover":
-            cands = max(self.candidates or 16, 2 * k)  # Yang et al.: 16 candidates for 8 picks
-            return batch.max_cover(scores_N, extras["descriptors"], k, candidates=cands)
-        if self.selector == "coreset":
-            return batch.k_center_greedy(extras["descriptors"], k, labeled_M_D=extras.get("labeled_descriptors"))
-        if self.selector == "density_weighted":
-            return top_k(batch.information_density(scores_N, extras["descriptors"], beta=self.beta), k)
-        if self.selector == "entropy_mi":
-            mi = mutual_info.mi_matrix(extras["images"], extras["train_images"], bins=self.bins)
-            return top_k(mutual_info.entropy_mi_score(scores_N, mi, alpha=self.alpha), k)
-        if self.selector == "batchbald":
-            return batch.batchbald(extras["probs"], k, rng, num_samples=self.num_samples, candidates=self.candidates)
-        return batch.kmeans_pp(extras["embedding"], k, rng)
+        return SELECTORS[self.selector].pick(self, scores_N, k, rng, extras)
 
 
 def _batch(name: str, selector: str, **defaults) -> Callable[..., Strategy]:
@@ -345,6 +402,9 @@ def get_strategy(name: str, **overrides) -> Strategy:
         raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}")
     factory = STRATEGIES[name]
     allowed = [p for p in inspect.signature(factory).parameters if p not in _FIXED]
+    selector = getattr(factory, "keywords", {}).get("selector")
+    if selector is not None:  # a batch selector takes its base and its own settings only
+        allowed = ["base", *SELECTORS[selector].settings]
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         valid = ", ".join(allowed) if allowed else "none"

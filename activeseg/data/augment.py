@@ -33,6 +33,9 @@ def augment_batch(
     Returns:
         (augmented images, augmented masks or None) of the input shapes and dtypes.
     """
+    if images_B_C_H_W.ndim != 4:
+        raise ValueError(f"augmentation transforms 2-D images; these have {images_B_C_H_W.ndim - 2} spatial "
+                         "dimensions: turn it off (--no-augment) until 3-D augmentation exists")
     b = images_B_C_H_W.shape[0]
     dev = images_B_C_H_W.device
 

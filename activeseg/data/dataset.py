@@ -18,8 +18,9 @@ class ImageDataset:
     """Labelled images ready for training: segmentation patches or classified images.
 
     Attributes:
-        images: ``[N, C, H, W]`` float32, normalised intensities (about [0, 1]).
-        targets: ``[N, H, W]`` uint8 class masks (segmentation; binary: 0 background, 1 foreground) or
+        images: ``[N, C, *S]`` float32, normalised intensities (about [0, 1]); ``S`` is ``H, W`` for
+            images (``spatial_dims`` = 2), ``D, H, W`` for volumes.
+        targets: ``[N, *S]`` uint8 class masks (segmentation; binary: 0 background, 1 foreground) or
             ``[N]`` integer class labels (classification).
         item_ids: N unique strings naming where each item came from (``source_z17_r0_c2``).
         groups: ``[N]`` int; items sharing a group (one source image or a block of neighbouring
@@ -43,15 +44,19 @@ class ImageDataset:
                 f"dataset parts disagree in length: images {n}, targets {len(self.targets)}, "
                 f"ids {len(self.item_ids)}, groups {len(self.groups)}"
             )
-        if self.images.ndim != 4:
-            raise ValueError(f"images must be [N, C, H, W], got shape {self.images.shape}")
-        if self.targets.ndim not in (1, 3):
-            raise ValueError(
-                f"targets must be [N] class labels or [N, H, W] masks, got shape {self.targets.shape}"
-            )
+        if self.images.ndim < 4:
+            raise ValueError(f"images must be [N, C, H, W] (or [N, C, D, H, W]), got shape {self.images.shape}")
+        if self.targets.ndim not in (1, self.images.ndim - 1):
+            raise ValueError(f"targets must be [N] class labels or [N, *spatial] masks matching images "
+                             f"{self.images.shape}, got shape {self.targets.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def spatial_dims(self) -> int:
+        """The spatial rank of the items: 2 for images, 3 for volumes."""
+        return int(self.images.ndim - 2)
 
     @property
     def in_channels(self) -> int:
@@ -94,22 +99,67 @@ def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def tile(array: np.ndarray, size: int) -> list[tuple[int, int, np.ndarray]]:
-    """Cut the leading two axes of ``array`` into non-overlapping ``size`` × ``size`` tiles.
+def tile_grid(spatial_shape: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """Tiles per spatial axis: ``side // size``, at least one (a side shorter than a tile is padded)."""
+    return tuple(max(1, side // size) for side in spatial_shape)
 
-    Rows/columns that do not fill a whole tile are dropped; an image smaller than one tile is
-    zero-padded to a single tile.
+
+def cut_tile(array: np.ndarray, position: tuple[int, ...], size: int) -> np.ndarray:
+    """The tile at grid ``position`` of the leading ``len(position)`` axes of ``array`` (a view when the
+    array fills the tile; zero-padded to ``size`` on a short side)."""
+    short = [(0, max(0, size - array.shape[i])) for i in range(len(position))]
+    if any(pad for _, pad in short):
+        array = np.pad(array, short + [(0, 0)] * (array.ndim - len(position)))
+    return array[tuple(slice(p * size, (p + 1) * size) for p in position)]
+
+
+def tile(array: np.ndarray, size: int, spatial_dims: int = 2) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """Cut the leading ``spatial_dims`` axes of ``array`` into non-overlapping tiles of side ``size``.
+
+    Rows/columns (planes) that do not fill a whole tile are dropped; a side shorter than one tile is
+    zero-padded to a single tile. Tiles come in row-major grid order.
 
     Returns:
-        list of (row index, column index, tile).
+        list of (grid position, tile): position ``(row, column)`` in 2-D.
     """
-    h, w = array.shape[:2]
-    if h < size or w < size:
-        pad = [(0, max(0, size - h)), (0, max(0, size - w))] + [(0, 0)] * (array.ndim - 2)
-        array = np.pad(array, pad)
-        h, w = array.shape[:2]
-    out = []
-    for r in range(h // size):
-        for c in range(w // size):
-            out.append((r, c, array[r * size : (r + 1) * size, c * size : (c + 1) * size]))
-    return out
+    grid = tile_grid(array.shape[:spatial_dims], size)
+    return [(pos, cut_tile(array, pos, size)) for pos in np.ndindex(*grid)]
+
+
+def tile_name(position: tuple[int, ...]) -> str:
+    """The item-id suffix of a tile: ``r{row}_c{col}`` in 2-D, ``z{plane}_r{row}_c{col}`` in 3-D."""
+    axes = ("r", "c") if len(position) == 2 else ("z", "r", "c")[-len(position):]
+    return "_".join(f"{a}{p}" for a, p in zip(axes, position, strict=True))
+
+
+def tile_pairs(image_C_S: np.ndarray, mask_S: np.ndarray, size: int) -> list[tuple[tuple[int, ...], np.ndarray,
+                                                                                     np.ndarray]]:
+    """The matching tiles ``(position, image [C, *tile], mask [*tile])`` of a channel-first image and its mask."""
+    spatial = mask_S.ndim
+    moved = np.moveaxis(image_C_S, 0, -1)
+    return [(pos, np.moveaxis(t_img, -1, 0), t_mask)
+            for (pos, t_img), (_, t_mask) in zip(tile(moved, size, spatial), tile(mask_S, size, spatial), strict=True)]
+
+
+def pad_to_multiple(image_C_S: np.ndarray, multiple: int) -> np.ndarray:
+    """``image_C_S`` padded at the end of every spatial axis to a multiple of ``multiple`` (reflected, or
+    the edge repeated when a pad is as long as its side); crop ``[..., :h, :w]`` to undo."""
+    pads = [(0, (-side) % multiple) for side in image_C_S.shape[1:]]
+    if not any(p for _, p in pads):
+        return image_C_S
+    mode = "reflect" if all(p < side for (_, p), side in zip(pads, image_C_S.shape[1:], strict=True)) else "edge"
+    return np.pad(image_C_S, [(0, 0), *pads], mode=mode)
+
+
+def tile_images(names, images, masks, patch_size: int, groups) -> ImageDataset:
+    """Binary patches of the images ``[C, *S]`` and masks ``[*S]`` (tiled by ``tile_pairs``), the item ids
+    ``<name>_r<row>_c<col>`` and each image's group: a number, or a function of the tile's grid position."""
+    tile_imgs, tile_masks, ids, group_of = [], [], [], []
+    for name, img, mask, g in zip(names, images, masks, groups, strict=True):
+        for pos, t_img, t_mask in tile_pairs(img, mask, patch_size):
+            tile_imgs.append(t_img)
+            tile_masks.append(t_mask)
+            ids.append(f"{name}_{tile_name(pos)}")
+            group_of.append(g(*pos) if callable(g) else g)
+    return ImageDataset(np.stack(tile_imgs).astype(np.float32), np.stack(tile_masks), ids, np.asarray(group_of),
+                        num_classes=2)

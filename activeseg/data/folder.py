@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activeseg.data.dataset import ImageDataset, normalize_percentile, tile
+from activeseg.data.dataset import ImageDataset, normalize_percentile, tile_images
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -154,14 +154,4 @@ def load_folder(root: str | Path, patch_size: int = 64) -> ImageDataset:
     """A fully labelled ``root/images`` + ``root/masks`` folder, tiled into patches (one group per image)."""
     root = Path(root)
     data = read_folder(root / "images", root / "masks", require_masks=True)
-    images, masks, ids, groups = [], [], [], []
-    for g, (name, img, mask) in enumerate(zip(data.names, data.images, data.masks, strict=True)):
-        hwc = np.moveaxis(img, 0, -1)
-        for (r, c, t_img), (_, _, t_mask) in zip(tile(hwc, patch_size), tile(mask, patch_size), strict=True):
-            images.append(np.moveaxis(t_img, -1, 0))
-            masks.append(t_mask)
-            ids.append(f"{name}_r{r}_c{c}")
-            groups.append(g)
-    return ImageDataset(
-        np.stack(images).astype(np.float32), np.stack(masks), ids, np.asarray(groups), num_classes=2
-    )
+    return tile_images(data.names, data.images, data.masks, patch_size, groups=range(len(data.names)))

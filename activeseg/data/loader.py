@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from activeseg.data.dataset import normalize_percentile, tile
+from activeseg.data.dataset import cut_tile, normalize_percentile, tile_grid
 from activeseg.data.folder import IMAGE_SUFFIXES, DatasetError, read_image
 
 
@@ -85,8 +85,8 @@ class TilePool(Dataset):
         else:
             if patch_size < 1:
                 raise ValueError(f"patch_size={patch_size}; it must be a positive number of pixels")
-            self.index = [(i, r, c) for i, (_, h, w) in enumerate(shapes)
-                          for r in range(max(1, h // patch_size)) for c in range(max(1, w // patch_size))]
+            self.index = [(i, *pos) for i, shape in enumerate(shapes)
+                          for pos in np.ndindex(*tile_grid(shape[1:], patch_size))]
         self._cached: tuple[int, np.ndarray] | None = None  # per process: the last decoded image
 
     def __len__(self) -> int:
@@ -103,12 +103,11 @@ class TilePool(Dataset):
         return self._cached[1]
 
     def __getitem__(self, j: int) -> torch.Tensor:
-        i, r, c = self.index[j]
+        i, *pos = self.index[j]
         img = self.image(i)
         if self.patch_size is None:
             return torch.from_numpy(img)
-        tiles = tile(np.moveaxis(img, 0, -1), self.patch_size)  # views; the training tiler's cut and padding
-        _, _, t = tiles[r * (len(tiles) // (tiles[-1][0] + 1)) + c]
+        t = cut_tile(np.moveaxis(img, 0, -1), tuple(pos), self.patch_size)  # the training tiler's cut and padding
         return torch.from_numpy(np.ascontiguousarray(np.moveaxis(t, -1, 0)))
 
 

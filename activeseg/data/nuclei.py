@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tifffile
 
-from activeseg.data.dataset import ImageDataset, normalize_percentile, tile
+from activeseg.data.dataset import ImageDataset, normalize_percentile, tile_images
 from activeseg.data.fetch import NUCLEI_FILES, fetch_files
 
 CELLS3D_BLOCK = 5
@@ -36,19 +36,17 @@ def load_nuclei(patch_size: int = 64, local: str | None = None, quiet: bool = Fa
         the patches of all sources with group ids for leakage-free splitting.
     """
     paths = fetch_files(NUCLEI_FILES, "nuclei", local=local, quiet=quiet)
+    names: list[str] = []
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
-    ids: list[str] = []
-    groups: list[int] = []
+    groups: list = []
     group_id = 0
 
-    def add(name: str, image: np.ndarray, labels: np.ndarray, group_of_tile) -> None:
-        img = normalize_percentile(image)
-        for (r, c, t_img), (_, _, t_lab) in zip(tile(img, patch_size), tile(labels, patch_size), strict=True):
-            images.append(t_img[None])
-            masks.append((t_lab > 0).astype(np.uint8))
-            ids.append(f"{name}_r{r}_c{c}")
-            groups.append(group_of_tile(r, c))
+    def add(name: str, image: np.ndarray, labels: np.ndarray, group) -> None:
+        names.append(name)
+        images.append(normalize_percentile(image)[None])
+        masks.append((labels > 0).astype(np.uint8))  # instances → nucleus vs background
+        groups.append(group)
 
     # stardist DSB2018 image: one group per quadrant.
     img = tifffile.imread(paths["stardist_img"])
@@ -63,20 +61,12 @@ def load_nuclei(patch_size: int = 64, local: str | None = None, quiet: bool = Fa
     lab = tifffile.imread(paths["cells3d_label"])
     labelled = [z for z in range(lab.shape[0]) if lab[z].max() > 0]
     for i, z in enumerate(labelled):
-        g = group_id + i // CELLS3D_BLOCK
-        add(f"cells3d_z{z:02d}", vol[z], lab[z], lambda r, c, g=g: g)
+        add(f"cells3d_z{z:02d}", vol[z], lab[z], group_id + i // CELLS3D_BLOCK)
     group_id += (len(labelled) + CELLS3D_BLOCK - 1) // CELLS3D_BLOCK
 
     # scratch assay: channel 0 Hoechst, channel 2 nuclei labels; blocks of consecutive frames.
     stack = tifffile.imread(paths["scratch_assay"])
     for t in range(stack.shape[1]):
-        g = group_id + t // SCRATCH_BLOCK
-        add(f"scratch_t{t:02d}", stack[0, t], stack[2, t], lambda r, c, g=g: g)
+        add(f"scratch_t{t:02d}", stack[0, t], stack[2, t], group_id + t // SCRATCH_BLOCK)
 
-    return ImageDataset(
-        images=np.stack(images).astype(np.float32),
-        targets=np.stack(masks),
-        item_ids=ids,
-        groups=np.asarray(groups, dtype=np.int64),
-        num_classes=2,
-    )
+    return tile_images(names, images, masks, patch_size, groups)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -19,15 +17,6 @@ class Split:
     pool: np.ndarray
     val: np.ndarray
     test: np.ndarray
-
-    def to_json(self, dataset: ImageDataset, path: str | Path, seed: int) -> None:
-        parts = {name: getattr(self, name) for name in ("initial", "pool", "val", "test")}
-        doc = {
-            "seed": seed,
-            **{f"{k}_dataset_idx": v.tolist() for k, v in parts.items()},
-            **{f"{k}_ids": [dataset.item_ids[i] for i in v] for k, v in parts.items()},
-        }
-        Path(path).write_text(json.dumps(doc, indent=1))
 
 
 def _source(item_id: str) -> str:

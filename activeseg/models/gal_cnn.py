@@ -39,8 +39,12 @@ class GalCNN(nn.Module):
         hidden: int = 128,
         dropout_conv: float = 0.25,
         dropout_dense: float = 0.5,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        if spatial_dims != 2:
+            raise ValueError(f"the Gal et al. CNN classifies 2-D images; the data has {spatial_dims} spatial "
+                             "dimensions")
         side = (image_size - 2 * (kernel_size - 1)) // 2
         if side < 1:
             raise ValueError(f"image_size={image_size} is too small for two {kernel_size}×{kernel_size} convolutions")

@@ -49,6 +49,7 @@ class UNet(nn.Module):
         base_filters: filters of the first level, doubled at each level.
         dropout: rate of the dropout after every max-pool (0 disables MC dropout).
         residual: residual conv blocks.
+        spatial_dims: spatial rank of the data (2: images).
     """
 
     def __init__(
@@ -59,8 +60,12 @@ class UNet(nn.Module):
         base_filters: int = 16,
         dropout: float = 0.2,
         residual: bool = False,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        if spatial_dims != 2:
+            raise ValueError(f"the data has {spatial_dims} spatial dimensions but this U-Net is 2-D; "
+                             "a 3-D U-Net is not built yet")
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}; use 2 for binary segmentation (softmax over 2 classes)")
         if depth < 1:
@@ -91,6 +96,11 @@ class UNet(nn.Module):
             skips.append(x)
             x = drop(self.pool(x))
         return self._decode(self.bottom(x), skips)
+
+    @property
+    def size_multiple(self) -> int:
+        """Every spatial side of an input must be a multiple of this (``2**depth``)."""
+        return 2**self.depth
 
     def _check_input(self, x: torch.Tensor) -> None:
         m = 2**self.depth

@@ -4,10 +4,10 @@ heatmaps, and ``build_report`` (summary tables plus one self-contained HTML page
 matplotlib is imported only when a figure is drawn, so reading ledgers needs numpy alone.
 """
 
+from activeseg.records import append_record, read_ledger, write_ledger
 from activeseg.report.build import build_report
 from activeseg.report.curves import plot_learning_curves
 from activeseg.report.heatmaps import save_overlay
-from activeseg.report.ledger import append_record, read_ledger, write_ledger
 from activeseg.report.runs import Run, find_runs
 
 __all__ = [

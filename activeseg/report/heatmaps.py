@@ -97,3 +97,14 @@ def save_overlay(
         fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def save_item_overlay(path: str | Path, image_C_S: np.ndarray, fg_prob: np.ndarray, uncertainty: np.ndarray,
+                      title: str = "", mask: np.ndarray | None = None) -> Path:
+    """:func:`save_overlay` of a channel-first item ``[C, *S]`` as the data holds it (gray or RGB)."""
+    spatial = image_C_S.ndim - 1
+    if spatial != 2:
+        raise ValueError(f"heatmaps draw 2-D images; this item has {spatial} spatial dimensions "
+                         f"(shape {image_C_S.shape})")
+    shown = image_C_S[0] if image_C_S.shape[0] == 1 else np.moveaxis(image_C_S, 0, -1)
+    return save_overlay(path, shown, fg_prob, uncertainty, title=title, mask_H_W=mask)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from activeseg.report.ledger import read_ledger
+from activeseg.records import read_ledger
 
 LEDGER = "ledger.jsonl"
 

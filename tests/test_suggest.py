@@ -1,0 +1,67 @@
+"""suggest: the human loop through the engine, batch selectors included."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from activeseg.acquisition import batch
+from activeseg.config import SimConfig
+from activeseg.data.dataset import pad_to_multiple
+from activeseg.data.folder import read_folder
+from activeseg.descriptors import deterministic_outputs
+from activeseg.engine import Engine, round_seed
+from activeseg.models import build_model
+from activeseg.suggest import suggest
+
+SMALL = dict(depth=3, base_filters=4, steps=8, patch_size=32, mc_samples=4, device="cpu", seed=2)
+
+
+def _rows(out):
+    with open(out / "suggestions.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _trained_model(out):
+    model = build_model("unet", in_channels=1, num_classes=2, depth=3, base_filters=4, dropout=0.2)
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    return model
+
+
+def test_suggest_coreset_picks_what_coreset_picks_in_simulation(tmp_path, lab_folder):
+    images, masks = lab_folder(tmp_path / "lab", n_labeled=3)
+    out = tmp_path / "next"
+    cfg = SimConfig(strategy="coreset", **SMALL)
+    rows = suggest(images, masks, out, k=3, cfg=cfg, quiet=True)
+    assert rows == [{**r, "score": float(r["score"]), "rank": int(r["rank"]),
+                     **{k: float(v) for k, v in r.items() if k.startswith("mean_")}} for r in _rows(out)]
+    data = read_folder(images, masks, require_masks=False)
+    unlabeled = [i for i, m in enumerate(data.masks) if m is None]
+    labeled = [i for i, m in enumerate(data.masks) if m is not None]
+    model = _trained_model(out)
+    # the simulation's selection code on the same model and images
+    sel = Engine(cfg).propose(model, [data.images[i] for i in unlabeled], [data.images[i] for i in labeled], 3,
+                              seed=round_seed(cfg.seed, 1))
+    picked = [data.paths[unlabeled[j]].name for j in sel.indices]
+    assert [r["file"] for r in rows[:3]] == picked
+    # ... which is k-center greedy on the descriptors of the whole (padded) images, by hand
+    def desc(i):
+        return deterministic_outputs(model, pad_to_multiple(data.images[i], 8)[None], ("descriptors",))["descriptors"]
+
+    by_hand = batch.k_center_greedy(np.concatenate([desc(i) for i in unlabeled]), 3,
+                                    labeled_M_D=np.concatenate([desc(i) for i in labeled]))
+    assert [data.paths[unlabeled[j]].name for j in by_hand] == picked
+    rest = rows[3:]  # after the three picks, the one image left
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(unlabeled) + 1)) and len(rest) == len(unlabeled) - 3
+
+
+def test_suggest_score_only_strategy_ranks_everything_by_score(tmp_path, lab_folder):
+    images, masks = lab_folder(tmp_path / "lab", n_labeled=2)
+    rows = suggest(images, masks, tmp_path / "o", k=2, cfg=SimConfig(strategy="bald", **SMALL), quiet=True)
+    scores = [r["score"] for r in rows]
+    assert len(rows) == 5 and scores == sorted(scores, reverse=True) and scores[0] > 0
+    assert len(list((tmp_path / "o" / "heatmaps").iterdir())) == 2
+    with pytest.raises(ValueError, match="unknown strategy"):
+        suggest(images, masks, tmp_path / "x", cfg=SimConfig(strategy="bold", **SMALL), quiet=True)
+    assert not (tmp_path / "x").exists()  # a bad setting fails before anything is written

@@ -1,0 +1,235 @@
+"""predict, evaluate and fixed-step training on real nuclei patches (activeseg.train)."""
+
+
+import numpy as np
+import pytest
+import torch
+
+import activeseg.train as train_mod
+from activeseg.data import load_dataset, make_split
+from activeseg.losses import class_weights, loss_fn
+from activeseg.models import build_model
+from activeseg.train import TrainConfig, evaluate, fit, predict
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+
+# ---------------------------------------------------------------- predict / evaluate
+
+
+def test_predict_probabilities_and_mode(tiny_unet):
+    model = tiny_unet(dropout=0.5).train()
+    x = np.random.default_rng(0).random((5, 1, 16, 16), dtype=np.float32)
+    p = predict(model, x, batch_size=2)
+    assert p.shape == (5, 2, 16, 16) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(p, predict(model, x, batch_size=2))  # dropout off: repeatable
+    # Batch norm uses running statistics: an item's output does not depend on its batch.
+    np.testing.assert_allclose(p, predict(model, x, batch_size=5), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(p[4:], predict(model, x[4:]), rtol=0, atol=1e-6)
+    assert model.training
+    assert predict(model.eval(), x[:0]).shape[0] == 0 and not model.training
+
+
+def test_evaluate_per_item_metrics(tiny_unet):
+    model = tiny_unet()
+    x = np.random.default_rng(0).random((3, 1, 16, 16), dtype=np.float32)
+    pred = predict(model, x).argmax(1)
+    out, summary = evaluate(model, x, pred.astype(np.uint8))  # the model's own prediction as ground truth
+    assert set(out) == set(summary) == {"dice", "iou", "sensitivity", "specificity"}
+    np.testing.assert_allclose(out["dice"], 1.0)
+    assert summary["dice"] == 1.0
+    out, summary = evaluate(model, x, 1 - pred.astype(np.uint8))
+    np.testing.assert_allclose(out["dice"], 0.0)
+    assert summary["dice"] == 0.0
+
+
+# ---------------------------------------------------------------- fit on real nuclei patches
+
+
+@pytest.fixture(scope="module")
+def nuclei_small():
+    """24 training and 8 validation patches with nuclei in them, from a leakage-free split."""
+    ds = load_dataset("nuclei", quiet=True)
+    fg = ds.targets.reshape(len(ds), -1).mean(1)
+    split = make_split(ds, n_initial=1, split_seed=0, run_seed=0)
+    available = np.union1d(split.initial, split.pool)
+    rng = np.random.default_rng(0)
+    tr_idx = rng.choice(available[fg[available] > 0.1], 24, replace=False)
+    val_idx = rng.choice(split.val[fg[split.val] > 0.1], 8, replace=False)
+    return ds.images[tr_idx], ds.targets[tr_idx], ds.images[val_idx], ds.targets[val_idx]
+
+
+FAST = TrainConfig(steps=30, batch_size=8, lr=1e-2, eval_every=10, loss="dice+wce")
+
+
+def full_loss(model, images, masks):
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images))
+    target = torch.from_numpy(masks.astype(np.int64))
+    return loss_fn("dice+wce", logits, target, class_weights(masks, 2)).item()
+
+
+def test_fit_learns_nuclei_and_keeps_best_weights(nuclei_small, tiny_unet):
+    x, y, vx, vy = nuclei_small
+    model = tiny_unet(dropout=0.1)
+    before_loss = full_loss(model, x, y)
+    before_dice = evaluate(model, vx, vy)[1]["dice"]
+    state = torch.get_rng_state()
+
+    result = fit(model, x, y, vx, vy, FAST, torch.Generator().manual_seed(0))
+
+    assert model.training  # fit leaves the model in train mode
+    assert torch.equal(torch.get_rng_state(), state), "fit changed the caller's global RNG"
+    assert full_loss(model, x, y) < 0.7 * before_loss
+    assert result.best_val > 0.6 > before_dice
+    assert [h["step"] for h in result.history] == [10, 20, 30]
+    assert result.best_val == max(h["val_dice"] for h in result.history)
+    assert result.best_step in (10, 20, 30)
+    # The model is left with the weights that reached the best validation Dice.
+    assert evaluate(model, vx, vy)[1]["dice"] == pytest.approx(result.best_val, abs=1e-12)
+
+
+def test_fit_restores_the_best_not_the_last_weights(monkeypatch, nuclei_small, tiny_unet):
+    """With validation Dice falling after the first evaluation, fit returns the step-2 weights."""
+    x, y, vx, vy = nuclei_small
+    dice_seq = iter([0.9, 0.3, 0.5])
+    monkeypatch.setattr(
+        train_mod, "evaluate", lambda *a, **k: ({}, {"dice": next(dice_seq)})
+    )
+    snapshots = {}
+    model = tiny_unet()
+
+    def progress(step):
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-2, eval_every=2)
+    result = fit(model, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), progress=progress)
+
+    assert sorted(snapshots) == [1, 2, 3, 4, 5, 6]
+    assert result.best_step == 2 and result.best_val == 0.9
+    assert [h["val_dice"] for h in result.history] == [0.9, 0.3, 0.5]
+    assert states_equal(model.state_dict(), snapshots[2])
+    assert not states_equal(model.state_dict(), snapshots[6])
+
+
+def test_fit_checkpoint_last_keeps_the_final_weights(monkeypatch, nuclei_small, tiny_unet):
+    """checkpoint="last" keeps the step-6 weights although validation peaked at step 2; eval_every=0
+    validates only at the end."""
+    x, y, vx, vy = nuclei_small
+    dice_seq = iter([0.9, 0.3, 0.5])
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: ({}, {"dice": next(dice_seq)}))
+    snapshots = {}
+    model = tiny_unet()
+
+    def progress(step):
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-2, eval_every=2, checkpoint="last")
+    result = fit(model, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), progress=progress)
+    assert result.best_step == 6 and result.best_val == 0.5
+    assert states_equal(model.state_dict(), snapshots[6])
+
+    dice_seq = iter([0.7])
+    cfg = TrainConfig(steps=5, batch_size=4, lr=1e-2, eval_every=0, checkpoint="last")
+    result = fit(tiny_unet(), x, y, vx, vy, cfg, torch.Generator().manual_seed(0))
+    assert [h["step"] for h in result.history] == [5] and result.best_val == 0.7
+    with pytest.raises(ValueError, match="checkpoint 'final' is not one of best, last"):
+        fit(tiny_unet(), x, y, vx, vy, TrainConfig(checkpoint="final"), torch.Generator())
+
+
+def test_fit_same_generator_gives_identical_weights(nuclei_small, tiny_unet):
+    x, y, vx, vy = nuclei_small
+    cfg = TrainConfig(steps=4, batch_size=4, lr=1e-2, eval_every=4)
+
+    def run(gen_seed, global_seed):
+        model = tiny_unet(seed=0, dropout=0.5)  # same initial weights
+        torch.manual_seed(global_seed)  # the caller's global RNG must not matter
+        fit(model, x, y, vx[:2], vy[:2], cfg, torch.Generator().manual_seed(gen_seed))
+        return model.state_dict()
+
+    a, b = run(7, 1), run(7, 2)
+    assert states_equal(a, b)
+    assert not states_equal(a, run(8, 1))
+
+
+def test_fit_trains_in_place_with_duplicates_and_without_augmentation(nuclei_small, tiny_unet):
+    x, y, vx, vy = nuclei_small
+    model = tiny_unet()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    xd, yd = np.concatenate([x[:2], x[:2]]), np.concatenate([y[:2], y[:2]])  # NoDelete repeats
+    cfg = TrainConfig(steps=3, batch_size=2, eval_every=100, augment=False, loss="dice")
+    result = fit(model, xd, yd, vx[:2], vy[:2], cfg, torch.Generator().manual_seed(0))
+    assert [h["step"] for h in result.history] == [3]  # the last step is always evaluated
+    assert result.best_step == 3
+    assert not states_equal(start, model.state_dict())
+
+
+def test_fit_errors(nuclei_small, tiny_unet):
+    x, y, vx, vy = nuclei_small
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="empty training set; label at least one image"):
+        fit(tiny_unet(), x[:0], y[:0], vx, vy, FAST, gen)
+    with pytest.raises(ValueError, match=r"unknown loss 'focal'; valid: auto, dice, wce, dice\+wce, ce"):
+        fit(tiny_unet(), x, y, vx, vy, TrainConfig(loss="focal"), gen)
+
+
+# ---------------------------------------------------------------- schedule and weight decay rule
+
+
+@pytest.mark.parametrize(
+    "epochs, n, batch, lo, hi, expected",
+    [
+        (None, 1000, 32, 50, 150, 150),  # no epochs: fixed steps
+        (16, 20, 32, 50, 500, 50),  # 10 steps by epochs, raised to min_steps
+        (16, 300, 32, 50, 500, 150),  # 16 · 300 / 32
+        (16, 301, 32, 50, 500, 151),  # rounded up
+        (16, 1020, 32, 50, 500, 500),  # 510 capped at steps
+    ],
+)
+def test_steps_for_the_epochs_schedule(epochs, n, batch, lo, hi, expected):
+    cfg = TrainConfig(steps=hi, min_steps=lo, epochs=epochs, batch_size=batch)
+    assert cfg.steps_for(n) == expected
+
+
+def test_weight_decay_rules():
+    assert TrainConfig(weight_decay=0.1).weight_decay_for(500) == 0.1
+    assert TrainConfig(weight_decay=0.25, weight_decay_rule="per_item").weight_decay_for(500) == 0.25 / 500
+    with pytest.raises(ValueError, match="weight_decay_rule 'gal' is not one of fixed, per_item"):
+        TrainConfig(weight_decay_rule="gal").weight_decay_for(10)
+
+
+def test_fit_follows_the_schedule_and_the_rule(monkeypatch):
+    seen = {}
+    adam = torch.optim.Adam
+
+    def spy(params, lr, weight_decay):
+        seen["weight_decay"] = weight_decay
+        return adam(params, lr=lr, weight_decay=weight_decay)
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    torch.manual_seed(0)
+    model = build_model("gal_cnn", in_channels=1, num_classes=3, image_size=12)
+    x = np.random.default_rng(0).random((40, 1, 12, 12), dtype=np.float32)
+    y = np.arange(40) % 3
+    cfg = TrainConfig(steps=500, min_steps=5, epochs=2, batch_size=8, eval_every=4, weight_decay=0.2,
+                      weight_decay_rule="per_item", augment=False)
+    result = fit(model, x, y, x[:9], y[:9], cfg, torch.Generator().manual_seed(0))
+    assert [h["step"] for h in result.history] == [4, 8, 10]  # ceil(2 · 40 / 8) = 10 steps
+    assert seen["weight_decay"] == pytest.approx(0.2 / 40)
+
+
+def test_fit_with_bfloat16_forward_passes_learns_and_keeps_float32_weights(nuclei_small, tiny_unet):
+    x, y, vx, vy = nuclei_small
+    model = tiny_unet(dropout=0.1)
+    before_loss = full_loss(model, x, y)
+    bf16 = TrainConfig(steps=30, batch_size=8, lr=1e-2, eval_every=10, loss="dice+wce", train_precision="bfloat16")
+    result = fit(model, x, y, vx, vy, bf16, torch.Generator().manual_seed(0))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert full_loss(model, x, y) < 0.7 * before_loss and result.best_val > 0.6
+    with pytest.raises(ValueError, match="train_precision 'half' is not one of float32, bfloat16"):
+        fit(model, x, y, vx, vy, TrainConfig(train_precision="half"), torch.Generator())
