@@ -95,7 +95,33 @@ def main(argv: list[str] | None = None) -> int:
            "rounds": args.rounds, "runs": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    if args.against:
+        before = json.loads(args.against.read_text())
+        args.out.with_suffix(".md").write_text(table(doc, before))
     return 0
+
+
+def _short(run: str) -> str:
+    return run.split("benchmarks/results/", 1)[-1]
+
+
+def table(after: dict, before: dict) -> str:
+    """A markdown summary: per run, whether this checkout equals the other bit for bit, and which fields
+    differ from the committed ledger."""
+    cpu = after["cpu"]
+    flags = ", ".join(cpu["flags"]) or "none of avx2/fma/avx512f/avx512_bf16/amx_bf16"
+    lines = [f"# Re-run of the first {after['rounds']} round(s) of committed study runs", "",
+             f"Host: {cpu['model']} (CPU flags: {flags}), "
+             f"torch {after['torch']}, {after['threads']} thread; checkouts {before['commit']} (before) and "
+             f"{after['commit']} (after), both run on this host.", "",
+             "| run | s | after = before (every field but timings) | fields differing from the committed ledger |",
+             "|---|---|---|---|"]
+    for run, entry in after["runs"].items():
+        same = entry.get("differs_from_against")
+        verdict = "—" if same is None else "yes, bit for bit" if not any(same) else f"no: {same}"
+        committed = "; ".join(", ".join(d) or "none" for d in entry["differs_from_committed"])
+        lines.append(f"| {_short(run)} | {entry['seconds']} | {verdict} | {committed} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
