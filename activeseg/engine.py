@@ -84,16 +84,22 @@ class _WholeImages:
     inner: object
     multiple: int
 
-    @property
-    def k(self) -> int:
-        return self.inner.k
-
     def batches(self, model, images, device: str = "cpu"):
         for img in images:
             padded = pad_to_multiple(np.asarray(img, dtype=np.float32), self.multiple)
             crop = (..., *(slice(0, side) for side in img.shape[1:]))
             for probs in self.inner.batches(model, padded[None], device):
                 yield probs[crop]
+
+
+def _stack(images, strategy: str) -> np.ndarray:
+    """The images as one array; an error when their sizes differ."""
+    if isinstance(images, np.ndarray):
+        return images
+    if len({np.shape(im) for im in images}) > 1:
+        raise ValueError(f"strategy {strategy!r} compares images pixel by pixel and needs them all of one size; "
+                         "tile the images (--patch-size) or pick another strategy")
+    return np.asarray(images, dtype=np.float32)
 
 
 class Engine:
@@ -194,14 +200,16 @@ class Engine:
         strategy = self.strategy
         needs = strategy.needs
         t0 = time.perf_counter()
+        pixels = {}  # the images themselves, for strategies that compare them pixel by pixel
+        if "images" in needs:
+            pixels["images"] = _stack(candidates, strategy.name)
+        if "train_images" in needs:
+            pixels["train_images"] = _stack(labelled, strategy.name)
         candidates, labelled = self._batchable(model, candidates), self._batchable(model, labelled)
-        if {"images", "train_images"} & set(needs) and not isinstance(candidates, np.ndarray):
-            raise ValueError(f"strategy {strategy.name!r} compares images pixel by pixel and needs them all of one "
-                             "size; tile the images (--patch-size) or pick another strategy")
         estimator = self._for_input(model, candidates, self.estimator(seed, strategy.consistent))
         scores, summaries, means = score_and_summarize(model, candidates, strategy, estimator, device,
                                                        summarize="probs" in needs, measures=measures)
-        extras = self._extras(model, candidates, labelled, needs, device)
+        extras = {**self._extras(model, candidates, labelled, needs, device), **pixels}
         if summaries is not None:
             extras["probs"] = summaries
         t1 = time.perf_counter()
@@ -252,10 +260,6 @@ class Engine:
 
         want = tuple(n for n in ("descriptors", "embedding") if n in needs)
         extras = outputs(candidates, want) if want else {}
-        if "images" in needs:
-            extras["images"] = candidates
-        if "train_images" in needs:
-            extras["train_images"] = labelled
         if "labeled_descriptors" in needs:
             extras["labeled_descriptors"] = outputs(labelled, ("descriptors",))["descriptors"]
         return extras

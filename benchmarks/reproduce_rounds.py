@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     other = json.loads(args.against.read_text())["runs"] if args.against else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "activeseg"], capture_output=True,
+                           text=True).stdout.strip()
+    commit += " + uncommitted changes to activeseg/" if dirty else ""
     results: dict = {}
     for run_dir in tqdm(args.runs, desc="runs", unit="run"):
         committed = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines() if line.strip()]
