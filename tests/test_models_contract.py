@@ -95,8 +95,7 @@ def test_stochastic_split_is_exact_in_eval_mode(case):
         for i in range(3):  # move the batch-norm running statistics off their initial values
             model(inputs(in_shape, seed=10 + i) * 3 + 1)
     net = copy.deepcopy(model).eval()
-    if not hasattr(net, "stochastic_split"):
-        pytest.skip(f"{case} has no stochastic_split")
+    assert hasattr(net, "stochastic_split"), f"{case}: every registered model declares its deterministic prefix"
     prefix, suffix = net.stochastic_split()
     assert isinstance(prefix, nn.Module) and isinstance(suffix, nn.Module)
     x = inputs(in_shape, seed=1)
