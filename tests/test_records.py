@@ -154,3 +154,33 @@ def test_split_round_trip_on_real_split(tmp_path, nuclei32):
     doc = json.loads((tmp_path / SPLIT).read_text())
     assert doc["pool_ids"] == [nuclei32.item_ids[i] for i in split.pool]
     assert len(doc["initial_ids"]) == 4 and len(doc["pool_ids"]) == 20
+
+
+# ---------------------------------------------------------------- the ledger's lines
+
+
+def test_append_record_converts_numpy_and_reads_back(tmp_path):
+    path = tmp_path / "deep" / "dir" / "ledger.jsonl"
+    append_record(path, {"a": np.float32(0.5), "b": np.arange(3), "c": (np.int64(2), "x"), "d": None})
+    append_record(path, {"round": 2})
+    assert read_ledger(path) == [{"a": 0.5, "b": [0, 1, 2], "c": [2, "x"], "d": None}, {"round": 2}]
+    with pytest.raises(TypeError, match="cannot write"):
+        append_record(path, {"bad": object()})
+
+
+def test_truncated_last_line_is_skipped_with_warning(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    append_record(path, {"round": 1})
+    append_record(path, {"round": 2})
+    with open(path, "a") as f:
+        f.write('{"round": 3, "stra')
+    with pytest.warns(UserWarning, match="truncated last line 3"):
+        records = read_ledger(path)
+    assert [r["round"] for r in records] == [1, 2]
+
+
+def test_corrupt_middle_line_raises_with_line_number(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    path.write_text('{"round": 1}\nnot json\n{"round": 3}\n')
+    with pytest.raises(ValueError, match=r"ledger\.jsonl: line 2 "):
+        read_ledger(path)

@@ -8,15 +8,8 @@ import pytest
 from PIL import Image
 
 from activeseg.metrics import area_under_curve, best_round, efficiency_ratio, wilcoxon_paired
-from activeseg.report import (
-    append_record,
-    build_report,
-    find_runs,
-    plot_learning_curves,
-    read_ledger,
-    save_overlay,
-    write_ledger,
-)
+from activeseg.records import append_record, read_ledger, write_ledger
+from activeseg.report import build_report, find_runs, plot_learning_curves, save_overlay
 from activeseg.report.curves import curve_matrix
 
 N_ANNOTATIONS = [4, 8, 12]
@@ -71,33 +64,6 @@ def runs_root(tmp_path):
         title="round 1", mask_H_W=rng.random((32, 32)) > 0.5,
     )
     return root
-
-
-def test_append_record_converts_numpy_and_reads_back(tmp_path):
-    path = tmp_path / "deep" / "dir" / "ledger.jsonl"
-    append_record(path, {"a": np.float32(0.5), "b": np.arange(3), "c": (np.int64(2), "x"), "d": None})
-    append_record(path, {"round": 2})
-    assert read_ledger(path) == [{"a": 0.5, "b": [0, 1, 2], "c": [2, "x"], "d": None}, {"round": 2}]
-    with pytest.raises(TypeError, match="cannot write"):
-        append_record(path, {"bad": object()})
-
-
-def test_truncated_last_line_is_skipped_with_warning(tmp_path):
-    path = tmp_path / "ledger.jsonl"
-    append_record(path, {"round": 1})
-    append_record(path, {"round": 2})
-    with open(path, "a") as f:
-        f.write('{"round": 3, "stra')
-    with pytest.warns(UserWarning, match="truncated last line 3"):
-        records = read_ledger(path)
-    assert [r["round"] for r in records] == [1, 2]
-
-
-def test_corrupt_middle_line_raises_with_line_number(tmp_path):
-    path = tmp_path / "ledger.jsonl"
-    path.write_text('{"round": 1}\nnot json\n{"round": 3}\n')
-    with pytest.raises(ValueError, match=r"ledger\.jsonl: line 2 "):
-        read_ledger(path)
 
 
 def test_find_runs_accepts_run_strategy_and_parent_dirs(runs_root):
