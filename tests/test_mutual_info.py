@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from activeseg.acquisition.mutual_info import entropy_mi_score, mi_matrix, minmax, quantize
+from activeseg.acquisition.mutual_info import entropy_mi_score, mi_matrix, minmax, quantize, same_images
 
 
 def direct_mi(a, b, bins):
@@ -86,3 +86,31 @@ def test_entropy_mi_strategy_avoids_images_like_the_labelled_ones():
     picks = strategy.select(scores, 1, rng, extras={"images": pool, "train_images": labelled})
     assert picks[0] != 0
     assert get_strategy("max_entropy").select(scores, 1, rng)[0] == 0  # entropy alone takes the copy
+
+
+def test_self_pairs_are_left_out_of_the_mean_mi():
+    h = np.array([0.2, 0.4, 0.6])
+    mi = np.array([[1.0, 3.0], [0.0, 4.0], [5.0, 5.0]])
+    itself = np.array([[False, True], [False, False], [True, True]])  # row 2: nothing left, mean 0
+    # means without the excluded pairs: 1, 2, 0 -> minmax 0.5, 1, 0
+    np.testing.assert_allclose(entropy_mi_score(h, mi, exclude_N_M=itself), [0.0 - 0.5, 0.5 - 1.0, 1.0 - 0.0])
+    a = np.arange(8.0).reshape(2, 1, 2, 2)
+    np.testing.assert_array_equal(same_images(np.stack([a[1], a[0] * 2, a[0]]), a),
+                                  [[False, True], [False, False], [True, False]])
+
+
+def test_no_delete_can_re_pick_a_labelled_hard_item():
+    """A labelled item that stays a candidate (NoDelete) is compared with the other labelled images only:
+    its MI with itself (the largest possible) no longer hides it. Pool items 1 and 2 are rescaled copies
+    of labelled images (the same content, so they should stay unwanted); item 0 is labelled item 0 itself."""
+    from activeseg.acquisition import get_strategy
+
+    rng = np.random.default_rng(5)
+    x, b1, b2, other = rng.random((4, 1, 16, 16))
+    labelled = np.stack([x, b1, b2])
+    pool = np.stack([x, 2 * b1, 2 * b2, other])
+    scores = np.array([0.55, 0.6, 0.6, 0.4])
+    extras = {"images": pool, "train_images": labelled}
+    assert get_strategy("entropy_mi", bins=8).select(scores, 1, rng, extras=extras)[0] == 0
+    with_self = entropy_mi_score(scores, mi_matrix(pool, labelled, bins=8))  # the row mean with the self-pair
+    assert np.argmax(with_self) != 0 and with_self[0] < with_self.max() - 0.1  # ... never re-picked it

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import xlogy
 
-__all__ = ["entropy_mi_score", "minmax", "mi_matrix", "quantize"]
+__all__ = ["entropy_mi_score", "minmax", "mi_matrix", "quantize", "same_images"]
 
 
 def quantize(images_N_S, bins: int = 32) -> np.ndarray:
@@ -82,11 +82,30 @@ def minmax(x) -> np.ndarray:
     return (x - x.min()) / span if span > 0 else np.zeros_like(x)
 
 
-def entropy_mi_score(entropy_N, mi_N_M, alpha: float = 1.0) -> np.ndarray:
+def same_images(pool_images, train_images) -> np.ndarray:
+    """``[N, M]`` True where pool image i and training image j are the same item (identical values): under
+    NoDelete a labelled item is also a candidate, and its MI with itself is not a similarity to the rest."""
+    def key(img) -> bytes:
+        return np.ascontiguousarray(img, dtype=np.float32).tobytes()
+
+    where: dict[bytes, list[int]] = {}
+    for j, img in enumerate(train_images):
+        where.setdefault(key(img), []).append(j)
+    out = np.zeros((len(pool_images), len(train_images)), dtype=bool)
+    for i, img in enumerate(pool_images):
+        out[i, where.get(key(img), [])] = True
+    return out
+
+
+def entropy_mi_score(entropy_N, mi_N_M, alpha: float = 1.0, exclude_N_M=None) -> np.ndarray:
     """Nath et al.'s score ``α · minmax(H) - (1/α) · minmax(mean_j MI[:, j])``: uncertain and unlike the
-    labelled images. ``alpha`` > 1 leans on uncertainty, < 1 on dissimilarity."""
+    labelled images. ``alpha`` > 1 leans on uncertainty, < 1 on dissimilarity. ``exclude_N_M`` marks pairs
+    left out of the row means (an item and itself, see :func:`same_images`); a row with nothing left has
+    mean 0."""
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     mi = np.asarray(mi_N_M, dtype=np.float64)
-    mean_mi = mi.mean(1) if mi.shape[1] else np.zeros(len(mi))
+    keep = np.ones(mi.shape, bool) if exclude_N_M is None else ~np.asarray(exclude_N_M, bool)
+    counts = keep.sum(1)
+    mean_mi = np.divide((mi * keep).sum(1), counts, out=np.zeros(len(mi)), where=counts > 0)
     return alpha * minmax(entropy_N) - minmax(mean_mi) / alpha

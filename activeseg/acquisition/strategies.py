@@ -239,7 +239,8 @@ def _density(st, scores_N, k, rng, extras):
 
 def _entropy_mi(st, scores_N, k, rng, extras):
     mi = mutual_info.mi_matrix(extras["images"], extras["train_images"], bins=st.bins)
-    return top_k(mutual_info.entropy_mi_score(scores_N, mi, alpha=st.alpha), k)
+    itself = mutual_info.same_images(extras["images"], extras["train_images"])  # NoDelete: labelled candidates
+    return top_k(mutual_info.entropy_mi_score(scores_N, mi, alpha=st.alpha, exclude_N_M=itself), k)
 
 
 def _batchbald(st, scores_N, k, rng, extras):
