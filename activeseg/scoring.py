@@ -96,8 +96,9 @@ def score_and_summarize(model: nn.Module, images_N_C_H_W, strategy, estimator, d
     scores, summaries = [], []
     means: dict[str, list[np.ndarray]] = {name: [] for name in measures}
     done = 0
+    wants_scores = strategy.needs_model and strategy.needs_scores
     for probs in estimator.batches(model, images_N_C_H_W, device):
-        scores.append(np.asarray(strategy.score(probs), dtype=np.float64))
+        scores.append(np.asarray(strategy.score(probs), dtype=np.float64) if wants_scores else np.zeros(len(probs)))
         if summarize:
             summaries.append(strategy.summarize(probs))
         for name, m in fused_maps(probs, measures).items() if measures else ():
@@ -107,8 +108,6 @@ def score_and_summarize(model: nn.Module, images_N_C_H_W, strategy, estimator, d
         release_free_memory()
         if progress is not None:
             progress(done)
-    if not strategy.needs_model or not strategy.needs_scores:
-        scores = [np.zeros(len(s)) for s in scores]
     return ((np.concatenate(scores) if scores else np.zeros(0)),
             (np.concatenate(summaries) if summaries else None),
             {name: np.concatenate(v) if v else np.zeros(0) for name, v in means.items()})

@@ -94,13 +94,14 @@ def test_same_seed_same_output(name, tiny_cfg, tiny_unet):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def pool_probs(name: str, cfg, model, seed: int) -> torch.Tensor:
+    """The pool's probabilities from method ``name``'s sampler seeded ``seed``."""
+    return torch.cat(list(get_method(name).estimator(cfg.replace(estimator=name), seed).batches(model, POOL)))
+
+
 def test_mc_dropout_seeds_differ(tiny_cfg, tiny_unet):
-    cfg = tiny_cfg.replace(estimator="mc_dropout")
-    method = get_method("mc_dropout")
     model = tiny_unet(seed=0)
-    a = torch.cat(list(method.estimator(cfg, 1).batches(model, POOL)))
-    b = torch.cat(list(method.estimator(cfg, 2).batches(model, POOL)))
-    again = torch.cat(list(method.estimator(cfg, 1).batches(model, POOL)))
+    a, b, again = (pool_probs("mc_dropout", tiny_cfg, model, s) for s in (1, 2, 1))
     assert torch.equal(a, again)
     # an untrained U-Net's dropout moves its probabilities by only ~1e-6, so compare exactly
     assert not torch.equal(a, b)
@@ -108,12 +109,8 @@ def test_mc_dropout_seeds_differ(tiny_cfg, tiny_unet):
 
 
 def test_deterministic_ignores_seed(tiny_cfg, tiny_unet):
-    cfg = tiny_cfg.replace(estimator="deterministic")
-    method = get_method("deterministic")
     model = tiny_unet(seed=0)
-    a = torch.cat(list(method.estimator(cfg, 1).batches(model, POOL)))
-    b = torch.cat(list(method.estimator(cfg, 2).batches(model, POOL)))
-    assert torch.equal(a, b)
+    assert torch.equal(pool_probs("deterministic", tiny_cfg, model, 1), pool_probs("deterministic", tiny_cfg, model, 2))
 
 
 def test_get_method_unknown_lists_valid():

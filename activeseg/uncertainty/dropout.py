@@ -48,9 +48,10 @@ def bernoulli_dropout(x: torch.Tensor, p: float, generator: torch.Generator, fea
 
 
 @contextlib.contextmanager
-def seeded_dropout(model: nn.Module, generator: torch.Generator):
-    """Within the block, every dropout layer of ``model`` (in training mode) draws from ``generator``."""
-    layers = dropout_layers(model)
+def seeded_dropout(model: nn.Module, generator: torch.Generator, layers: list[nn.Module] | None = None):
+    """Within the block, every dropout layer of ``model`` (or only ``layers``), in training mode, draws from
+    ``generator``."""
+    layers = dropout_layers(model) if layers is None else layers
     for layer in layers:
         _check_supported(layer)
         feature = isinstance(layer, _FEATURE)
@@ -112,9 +113,8 @@ def generator_for(model: nn.Module, generator: torch.Generator):
     others = [m for m in dropout_layers(model) if not isinstance(m, FastDropout)]
     for m in fast:
         m.generator = generator
-    holder = nn.ModuleList(others)
     try:
-        with seeded_dropout(holder, generator):
+        with seeded_dropout(model, generator, others):
             yield model
     finally:
         for m in fast:
