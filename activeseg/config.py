@@ -24,17 +24,26 @@ def _f(default, help: str):  # noqa: A002 - the field's help text
 class TrainConfig:
     """Training settings of one round."""
 
-    steps: int = _f(150, "optimizer steps per round (fixed, as in the papers); with --epochs, the most steps")
+    steps: int = _f(1200, "most optimizer steps of a round (with --epochs: the cap of the schedule)")
     batch_size: int = _f(8, "training batch size")
-    lr: float = _f(1e-3, "Adam learning rate")
-    weight_decay: float = _f(0.0, "L2 coefficient (Adam's coupled weight decay)")
+    lr: float = _f(2e-3, "peak learning rate")
+    weight_decay: float = _f(1e-4, "weight decay (decoupled for adamw, Adam's L2 term for adam)")
     weight_decay_rule: str = _f("fixed", "fixed, or per_item: weight_decay / N (Gal et al.: 0.25 / N)")
-    epochs: float | None = _f(None, "steps = epochs × training items / batch size, within [min_steps, steps]")
-    min_steps: int = _f(50, "the fewest steps a round takes under --epochs")
+    epochs: float | None = _f(40.0, "steps = epochs × training items / batch size, within [min_steps, steps]; "
+                              "none: always --steps")
+    min_steps: int = _f(300, "the fewest steps a round takes under --epochs")
+    optimizer: str = _f("adamw", "adamw, or adam (the fixed schedule of the committed studies)")
+    lr_schedule: str = _f("cosine", "cosine: linear warm-up then cosine decay to 0; constant: the same lr throughout")
+    warmup: float = _f(0.05, "fraction of the steps spent warming the lr up (cosine schedule)")
+    ema_decay: float = _f(0.99, "decay of the exponential moving average of the weights that is kept as the "
+                          "trained model (0: no average)")
     loss: str = _f("auto", "auto (dice+wce for segmentation, ce for classification), dice, wce, dice+wce or ce")
-    eval_every: int = _f(25, "validate every this many steps (0: only at the end)")
-    augment: bool = _f(True, "shift/rotation/flip/zoom augmentation of the training batches")
-    checkpoint: str = _f("best", "best: keep the weights with the best validation score; last: the final weights")
+    eval_every: int = _f(0, "validate every this many steps (0: only at the end)")
+    augment: bool = _f(True, "augment the training batches (see --augment-style)")
+    augment_style: str = _f("dihedral", "dihedral: flips, 90° rotations and gamma; affine: shift/rotation/flip/zoom "
+                            "(the committed studies)")
+    checkpoint: str = _f("last", "last: the final (averaged) weights; best: the weights with the best validation "
+                         "score (the committed studies)")
     train_precision: str = _f("float32", "float32, or bfloat16: mixed-precision training (faster on CPUs with "
                               "AVX512-BF16/AMX)")
 
@@ -67,7 +76,11 @@ class TrainConfig:
 class SimConfig(TrainConfig):
     """Everything that defines one simulated active-learning run (names = TOML keys = CLI flags)."""
 
-    dataset: str = _f("nuclei", "'nuclei', 'mnist' or a folder with images/ and masks/")
+    dataset: str = _f("nuclei", "'nuclei', 'nuclei3', 'scratch', 'mnist' or a folder with images/ and masks/")
+    classes: int | None = _f(None, "classes C of a folder's label maps (else classes.json in masks/, else inferred)")
+    ignore_index: int = _f(255, "mask value meaning 'not labelled': the loss and the metrics skip those pixels")
+    source_weighting: str = _f("equal", "equal: the test score is the mean over sources of each source's mean; "
+                               "items: the mean over test items (the committed studies)")
     task: str = _f("auto", "auto (from the dataset), segmentation or classification; a mismatch is an error")
     model: str = _f("auto", "auto (unet for segmentation, gal_cnn for classification), unet or gal_cnn")
     strategy: str = _f("bald", "strategy name; simulate takes a comma-separated list (e.g. random,bald,std_edt)")
@@ -75,7 +88,11 @@ class SimConfig(TrainConfig):
     split_seed: int = _f(0, "seed of the train/val/test split (kept fixed across runs)")
     rounds: int = _f(8, "rounds, each = train, evaluate, score, select")
     query: int = _f(4, "items labelled per round")
+    query_schedule: str | None = _f(None, "items per round as 'QxR,...,Q': e.g. '2x4,4' labels 2 a round for "
+                                    "4 rounds, then 4 (overrides --query)")
     initial: int = _f(8, "labelled items at the start")
+    initial_source: str | None = _f(None, "draw the initial set from this source only (the item-id prefix, e.g. "
+                                    "stardist): the pool then mixes sources the model has not seen")
     patch_size: int = _f(64, "side of the square patches")
     max_pool: int | None = _f(None, "keep at most this many pool items (random subset) to bound each round's cost")
     val_size: int | None = _f(None, "validation items for a dataset with a standard test set (mnist; Gal et al.: 100)")
@@ -116,16 +133,76 @@ class SimConfig(TrainConfig):
     base_filters: int = _f(16, "U-Net filters of the first level (doubled per level)")
     dropout: float = _f(0.2, "U-Net dropout rate after every max-pool")
     residual: bool = _f(False, "U-Net residual blocks")
+    norm: str = _f("group", "U-Net normalisation: group (GroupNorm, steady at small batches) or batch "
+                   "(the committed studies)")
     reference: bool = _f(True, "train one full-pool reference model per seed (the target of 'annotations to 95%')")
+    reference_epochs: float | None = _f(40.0, "the full-pool reference's own budget in epochs over the pool (at least "
+                                        "the rounds' schedule), so it is trained to convergence; none: the rounds' "
+                                        "schedule")
     heatmaps: int = _f(4, "overlays saved per round (picked items)")
     save_per_item: bool = _f(True, "store per-item val/test metrics in the ledger (needed for Wilcoxon tests)")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ...")
+
+    def reference_config(self, n: int) -> SimConfig:
+        """The settings that train the full-pool reference on ``n`` items: ``reference_epochs`` epochs (at least
+        the rounds' schedule for ``n``), a fixed number of steps."""
+        if self.reference_epochs is None:
+            return self
+        steps = max(self.steps_for(n), math.ceil(self.reference_epochs * n / self.batch_size))
+        return self.replace(steps=steps, min_steps=steps, epochs=None)
+
+    def query_at(self, round_: int) -> int:
+        """Items picked at the end of round ``round_`` (1-based): ``query``, or what ``query_schedule`` says."""
+        if not self.query_schedule:
+            return self.query
+        left = round_
+        parts = [p.strip() for p in self.query_schedule.split(",") if p.strip()]
+        for i, part in enumerate(parts):
+            q, _, reps = part.lower().partition("x")
+            try:
+                q, reps = int(q), (int(reps) if reps else None)
+            except ValueError:
+                raise ValueError(f"query_schedule '{self.query_schedule}': '{part}' is not Q or QxR "
+                                 "(e.g. '2x4,4')") from None
+            if reps is None and i < len(parts) - 1:
+                raise ValueError(f"query_schedule '{self.query_schedule}': only the last part may omit xR")
+            if reps is None or left <= reps:
+                return q
+            left -= reps
+        return q  # past the listed rounds: the last size
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
 
     def replace(self, **changes) -> SimConfig:
         return dataclasses.replace(self, **changes)
+
+
+LEGACY = {"optimizer": "adam", "lr_schedule": "constant", "ema_decay": 0.0, "augment_style": "affine",
+          "norm": "batch", "source_weighting": "items", "classes": None, "ignore_index": 255, "warmup": 0.05,
+          "query_schedule": None, "initial_source": None, "reference_epochs": None}
+"""What a config saved before these keys existed meant: the fixed schedule of the committed studies
+(constant-lr Adam, batch norm, affine augmentation, checkpoint picking, the mean over test items)."""
+
+LEGACY_TRAINING = {"steps": 150, "lr": 1e-3, "weight_decay": 0.0, "epochs": None, "min_steps": 50,
+                   "eval_every": 25, "checkpoint": "best", **LEGACY}
+"""Every training setting of the committed studies' fixed schedule (``--schedule fixed`` in benchmarks)."""
+
+
+def saved_config_defaults() -> dict:
+    """Defaults for reading a saved ``config.json``: today's defaults, with :data:`LEGACY` for the keys a
+    config saved before them lacks."""
+    return {**dataclasses.asdict(SimConfig()), **LEGACY}
+
+
+def from_saved(saved: dict, **overrides) -> SimConfig:
+    """The config of a saved ``config.json`` as it ran: keys it lacks take their :data:`LEGACY` meaning, and
+    a run saved before the spatial split of ``nuclei`` used the old grouping (``nuclei_grouped``)."""
+    values = {**LEGACY, **saved}
+    if "source_weighting" not in saved and values.get("dataset") == "nuclei":
+        values["dataset"] = "nuclei_grouped"
+    known = {f.name for f in fields(SimConfig)}
+    return typed_config({**{k: v for k, v in values.items() if k in known}, **overrides})
 
 
 def strategy_list(value: str) -> list[str]:
@@ -196,9 +273,19 @@ def load_config(path: str | Path | None = None, **overrides) -> SimConfig:
     """
     values: dict = read_toml_settings(path) if path is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    return typed_config(values)
+
+
+def typed_config(values: dict) -> SimConfig:
+    """A :class:`SimConfig` from settings by name (``None`` kept; the string ``"none"`` means None for an
+    optional setting); unknown keys raise an error listing the valid ones."""
     known = {f.name: f for f in fields(SimConfig)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(known))}")
-    typed = {k: _coerce(k, v, _TYPES[str(known[k].type)]) for k, v in values.items()}
+    typed = {}
+    for k, v in values.items():
+        kind = str(known[k].type)
+        none = kind.endswith("| None") and isinstance(v, str) and v.lower() == "none"
+        typed[k] = None if none else _coerce(k, v, _TYPES[kind])
     return SimConfig(**typed)

@@ -102,6 +102,10 @@ def _stack(images, strategy: str) -> np.ndarray:
     return np.asarray(images, dtype=np.float32)
 
 
+SOURCE_METRICS = ("dice", "miou", "instance_f1", "aji", "accuracy")
+"""The metrics the ledger also records per source (``dice@cells3d``)."""
+
+
 class Engine:
     """One active-learning round from typed settings; no files, no progress bars, no thread settings.
 
@@ -129,7 +133,8 @@ class Engine:
         kwargs = {"in_channels": dataset.in_channels, "num_classes": dataset.num_classes,
                   "spatial_dims": dataset.spatial_dims}
         if name == "unet":
-            kwargs.update(depth=cfg.depth, base_filters=cfg.base_filters, dropout=cfg.dropout, residual=cfg.residual)
+            kwargs.update(depth=cfg.depth, base_filters=cfg.base_filters, dropout=cfg.dropout, residual=cfg.residual,
+                          norm=cfg.norm)
         else:  # the Gal et al. CNN has the paper's fixed dropout rates; it needs the input side
             kwargs.update(image_size=int(dataset.images.shape[-1]))
         return build_model(name, seed=seed, **kwargs)
@@ -170,11 +175,27 @@ class Engine:
                          consistent=self.cfg.consistent_masks)
 
     def evaluate(self, model: nn.Module, dataset: ImageDataset, idx: np.ndarray, seed: int, device: str = "cpu"):
-        """Per-item metrics and their summary on the items ``idx`` (see :func:`activeseg.train.evaluate`)."""
+        """Per-item metrics and their summary on the items ``idx`` (see :func:`activeseg.train.evaluate`).
+
+        With ``cfg.source_weighting = "equal"`` and items from several sources (the item-id prefix before
+        the first ``_``), the summary is the mean over sources of each source's mean, and it also holds each
+        source's own means of the headline metrics as ``<metric>@<source>``.
+        """
+        from activeseg.metrics import by_source
         from activeseg.train import evaluate
 
-        return evaluate(model, dataset.images[idx], dataset.targets[idx], device=device,
-                        estimator=self.eval_estimator(seed))
+        per_item, summary = evaluate(model, dataset.images[idx], dataset.targets[idx], device=device,
+                                     estimator=self.eval_estimator(seed), class_names=dataset.class_names)
+        if self.cfg.source_weighting not in ("equal", "items"):
+            raise ValueError(f"source_weighting '{self.cfg.source_weighting}' is not one of equal, items")
+        sources = [dataset.item_ids[i].split("_", 1)[0] for i in idx]
+        if self.cfg.source_weighting == "equal" and len(set(sources)) > 1:
+            equal, own = by_source(per_item, sources)
+            summary = {**summary, **equal}
+            summary.update({f"{m}@{src}": v[m] for src, v in own.items() for m in SOURCE_METRICS if m in v})
+            if "accuracy" in summary:  # classification: keep the error consistent with the accuracy
+                summary["error"] = 1.0 - summary["accuracy"]
+        return per_item, summary
 
     def histogram_estimator(self, model: nn.Module, seed: int):
         """The round's sampler, or one deterministic pass for a model without dropout."""
@@ -218,8 +239,8 @@ class Engine:
                          {"score": t1 - t0, "select": time.perf_counter() - t1})
 
     def maps(self, model: nn.Module, images, seed: int, device: str = "cpu"):
-        """``(foreground probability, uncertainty map)`` of each image, for heatmaps: arrays ``[N, *S]``, or
-        lists for a list of differently sized images."""
+        """``(mean class probabilities [N, C, *S], uncertainty map [N, *S])`` of the images, for heatmaps; lists
+        of ``[C, *S]`` and ``[*S]`` for a list of differently sized images."""
         estimator = self.estimator(seed)
         images = self._batchable(model, images)
         if isinstance(images, np.ndarray):

@@ -9,13 +9,14 @@ as one that never stopped.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from activeseg import records
-from activeseg.config import SimConfig
+from activeseg.config import SimConfig, saved_config_defaults
 from activeseg.data import ImageDataset, Pool, make_split
 from activeseg.engine import Engine, round_seed
 from activeseg.scoring import entropy_histogram, pick_device
@@ -26,7 +27,7 @@ TRAIN_HISTOGRAM_ITEMS = 200
 def run_split(cfg: SimConfig, dataset: ImageDataset):
     """The run's initial / pool / validation / test split (see ``activeseg.data.make_split``)."""
     return make_split(dataset, cfg.initial, cfg.split_seed, cfg.seed, max_pool=cfg.max_pool,
-                      val_size=cfg.val_size, balanced=cfg.balanced_initial)
+                      val_size=cfg.val_size, balanced=cfg.balanced_initial, initial_source=cfg.initial_source)
 
 
 def _as_list(per_item: dict[str, np.ndarray]) -> dict[str, list[float]]:
@@ -38,17 +39,19 @@ def run_reference(cfg: SimConfig, dataset: ImageDataset, run_dir: Path) -> dict:
     saved = records.read_reference(run_dir)
     if saved is not None:
         return saved
-    engine = Engine(cfg)
-    device = pick_device(cfg.device)
     split = run_split(cfg, dataset)
     train_idx = np.concatenate([split.initial, split.pool])
+    cfg = cfg.reference_config(len(train_idx))  # its own, larger budget
+    engine = Engine(cfg)
+    device = pick_device(cfg.device)
     seed = round_seed(cfg.seed, 0)
     t0 = time.perf_counter()
     model, _ = engine.fit(dataset, train_idx, split.val, seed, device)
     _, val = engine.evaluate(model, dataset, split.val, seed, device)
     _, test = engine.evaluate(model, dataset, split.test, seed, device)
     ref = {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()},
-           "n_annotations": int(len(train_idx)), "seconds": round(time.perf_counter() - t0, 2)}
+           "n_annotations": int(len(train_idx)), "steps": cfg.steps_for(len(train_idx)),
+           "seconds": round(time.perf_counter() - t0, 2)}
     records.write_reference(run_dir, ref)
     return ref
 
@@ -89,7 +92,7 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
     run_dir = Path(run_dir)
     engine = Engine(cfg)  # bad strategy or scoring settings fail here, before any training
     done = records.open_ledger(run_dir, resume)
-    records.write_config(run_dir, cfg.to_json(), resume, SimConfig().to_json())
+    records.write_config(run_dir, cfg.to_json(), resume, json.dumps(saved_config_defaults()))
     device = pick_device(cfg.device)
     split = run_split(cfg, dataset)
     records.write_split(run_dir, split, dataset.item_ids, cfg.split_seed)
@@ -142,7 +145,7 @@ def _round(engine: Engine, dataset: ImageDataset, split, pool: Pool, round_: int
     if round_ < cfg.rounds and len(candidates):
         cand_dataset_idx = pool.dataset_idx[candidates]
         labelled = dataset.images[np.unique(pool.training_dataset_idx())]
-        sel = engine.propose(model, dataset.images[cand_dataset_idx], labelled, cfg.query, seed, device)
+        sel = engine.propose(model, dataset.images[cand_dataset_idx], labelled, cfg.query_at(round_), seed, device)
         seconds = sel.seconds
         picked_dataset_idx = cand_dataset_idx[sel.indices]
         selected = [{"dataset_idx": int(d), "item_id": dataset.item_ids[d], "score": float(sel.scores[c])}
@@ -180,8 +183,9 @@ def _save_heatmaps(engine: Engine, model, dataset: ImageDataset, dataset_idx, se
         return
     from activeseg.report.heatmaps import save_item_overlay
 
-    fg, maps = engine.maps(model, dataset.images[idx], seed, device)
+    probs, maps = engine.maps(model, dataset.images[idx], seed, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     for j, d in enumerate(idx):
-        save_item_overlay(out_dir / f"{dataset.item_ids[d]}.png", dataset.images[d], fg[j], maps[j],
-                     title=f"{dataset.item_ids[d]} ({engine.cfg.strategy})", mask=dataset.targets[d])
+        save_item_overlay(out_dir / f"{dataset.item_ids[d]}.png", dataset.images[d], probs[j], maps[j],
+                          title=f"{dataset.item_ids[d]} ({engine.cfg.strategy})", mask=dataset.targets[d],
+                          class_names=dataset.class_names)

@@ -10,7 +10,11 @@ Empty-denominator policy (one rule per metric, applied per item):
 * **Sensitivity** (recall of foreground) is 1 when the ground truth has no foreground.
 * **Specificity** (recall of background) is 1 when the ground truth has no background.
 
-No metric is ever NaN, so means over items need no special casing.
+No metric is ever NaN, so means over items need no special casing. Pixels whose ground truth is the
+ignore value (255: "not labelled", e.g. nuclei cut by a test region's guard band) count nowhere.
+
+Multi-class maps: Dice and IoU per class, their mean over the foreground classes (``dice``, ``iou``) and
+the mean IoU over all classes (``miou``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-METRIC_NAMES = ("dice", "iou", "sensitivity", "specificity")
+METRIC_NAMES = ("dice", "iou", "miou", "sensitivity", "specificity")
+IGNORE_INDEX = 255  # the "not labelled" mask value (activeseg.data.dataset.IGNORE_INDEX)
 
 
 def _safe_ratio(num_N: np.ndarray, den_N: np.ndarray, empty_value: float) -> np.ndarray:
@@ -31,22 +36,16 @@ def _safe_ratio(num_N: np.ndarray, den_N: np.ndarray, empty_value: float) -> np.
     return out_N
 
 
-def segmentation_metrics(pred_N_S: np.ndarray, target_N_S: np.ndarray) -> dict[str, np.ndarray]:
-    """Binary segmentation metrics, one value per item.
-
-    Args:
-        pred_N_S: predicted masks, boolean or 0/1, shape ``[N, *spatial]``.
-        target_N_S: ground-truth masks of the same shape.
-
-    Returns:
-        ``{"dice", "iou", "sensitivity", "specificity"}`` each a float64 array of shape ``[N]``.
-        See the module docstring for the values used when a denominator is empty.
+def confusion_per_item(pred_N_S: np.ndarray, target_N_S: np.ndarray, num_classes: int,
+                       ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
+    """``[N, C, C]`` pixel counts (true class, predicted class) of each item, pixels whose target is
+    ``ignore_index`` left out.
 
     Raises:
-        ValueError: if the shapes differ or the arrays have no item axis.
+        ValueError: if the shapes differ, or a target (or prediction) holds a value that is neither a class
+            ``0..C-1`` nor ``ignore_index``.
     """
-    pred_N_S = np.asarray(pred_N_S)
-    target_N_S = np.asarray(target_N_S)
+    pred_N_S, target_N_S = np.asarray(pred_N_S), np.asarray(target_N_S)
     if pred_N_S.shape != target_N_S.shape:
         raise ValueError(
             f"prediction has shape {pred_N_S.shape} but target has shape {target_N_S.shape}; "
@@ -55,20 +54,88 @@ def segmentation_metrics(pred_N_S: np.ndarray, target_N_S: np.ndarray) -> dict[s
     if pred_N_S.ndim < 1:
         raise ValueError("masks must have shape [N, *spatial]; got a scalar")
     n = pred_N_S.shape[0]
-    pred_N_P = pred_N_S.reshape(n, -1).astype(bool)
-    target_N_P = target_N_S.reshape(n, -1).astype(bool)
+    target_N_P = target_N_S.reshape(n, -1).astype(np.int64)
+    pred_N_P = pred_N_S.reshape(n, -1).astype(np.int64)
+    valid_N_P = np.ones(target_N_P.shape, bool) if ignore_index is None else target_N_P != ignore_index
+    for name, values in (("target", target_N_P[valid_N_P]), ("prediction", pred_N_P[valid_N_P])):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            bad = values[(values < 0) | (values >= num_classes)][0]
+            raise ValueError(f"{name} holds the value {bad}, not a class 0..{num_classes - 1}"
+                             + ("" if ignore_index is None else f" or the ignore value {ignore_index}"))
+    item_N_P = np.broadcast_to(np.arange(n)[:, None], target_N_P.shape)
+    flat = (item_N_P * num_classes + target_N_P) * num_classes + pred_N_P
+    counts = np.bincount(flat[valid_N_P], minlength=n * num_classes * num_classes)
+    return counts.reshape(n, num_classes, num_classes).astype(np.float64)
 
-    tp_N = np.sum(pred_N_P & target_N_P, axis=1).astype(np.float64)
-    fp_N = np.sum(pred_N_P & ~target_N_P, axis=1).astype(np.float64)
-    fn_N = np.sum(~pred_N_P & target_N_P, axis=1).astype(np.float64)
-    tn_N = np.sum(~pred_N_P & ~target_N_P, axis=1).astype(np.float64)
 
-    return {
-        "dice": _safe_ratio(2 * tp_N, 2 * tp_N + fp_N + fn_N, 1.0),
-        "iou": _safe_ratio(tp_N, tp_N + fp_N + fn_N, 1.0),
-        "sensitivity": _safe_ratio(tp_N, tp_N + fn_N, 1.0),
-        "specificity": _safe_ratio(tn_N, tn_N + fp_N, 1.0),
+def segmentation_metrics(pred_N_S: np.ndarray, target_N_S: np.ndarray, num_classes: int = 2,
+                         ignore_index: int | None = IGNORE_INDEX,
+                         class_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Segmentation metrics of class maps, one value per item.
+
+    ``dice`` and ``iou`` are the means over the foreground classes 1..C-1 (for a binary task: the
+    foreground's), ``miou`` the mean IoU over all C classes, ``sensitivity`` / ``specificity`` those of
+    "any foreground" (class ≥ 1) against background. With C > 2 every foreground class also gets
+    ``dice_<name>`` and ``iou_<name>`` (names from ``class_names``, else ``c1``, ``c2``, ...). A class
+    absent from both the prediction and the ground truth of an item scores 1 there (module docstring).
+
+    Args:
+        pred_N_S: predicted class maps (or boolean foreground masks), shape ``[N, *spatial]``.
+        target_N_S: ground-truth class maps of the same shape; pixels equal to ``ignore_index`` are left
+            out of every count.
+        num_classes: C.
+        ignore_index: the "not labelled" value, or None.
+        class_names: C names, background first (per-class keys).
+
+    Returns:
+        ``{"dice", "iou", "miou", "sensitivity", "specificity", ...}`` float64 arrays of shape ``[N]``.
+
+    Raises:
+        ValueError: if the shapes differ, the arrays have no item axis, or a value is not a class.
+    """
+    conf_N_C_C = confusion_per_item(pred_N_S, target_N_S, num_classes, ignore_index)
+    tp_N_C = np.diagonal(conf_N_C_C, axis1=1, axis2=2)
+    fn_N_C = conf_N_C_C.sum(2) - tp_N_C
+    fp_N_C = conf_N_C_C.sum(1) - tp_N_C
+    dice_N_C = _safe_ratio(2 * tp_N_C, 2 * tp_N_C + fp_N_C + fn_N_C, 1.0)
+    iou_N_C = _safe_ratio(tp_N_C, tp_N_C + fp_N_C + fn_N_C, 1.0)
+    tn_fg = conf_N_C_C[:, 0, 0]  # background called background
+    tp_fg = conf_N_C_C[:, 1:, 1:].sum((1, 2))  # foreground called any foreground
+    fn_fg = conf_N_C_C[:, 1:, 0].sum(1)
+    fp_fg = conf_N_C_C[:, 0, 1:].sum(1)
+    out = {
+        "dice": dice_N_C[:, 1:].mean(1),
+        "iou": iou_N_C[:, 1:].mean(1),
+        "miou": iou_N_C.mean(1),
+        "sensitivity": _safe_ratio(tp_fg, tp_fg + fn_fg, 1.0),
+        "specificity": _safe_ratio(tn_fg, tn_fg + fp_fg, 1.0),
     }
+    if num_classes > 2:
+        names = list(class_names) if class_names is not None else [f"c{c}" for c in range(num_classes)]
+        for c in range(1, num_classes):
+            out[f"dice_{names[c]}"] = dice_N_C[:, c]
+            out[f"iou_{names[c]}"] = iou_N_C[:, c]
+    return out
+
+
+def by_source(per_item: dict[str, np.ndarray], sources: Sequence[str]) -> tuple[dict[str, float], dict[str, dict]]:
+    """Means of per-item metrics with every source weighted equally, and each source's own means.
+
+    Args:
+        per_item: ``{metric: [N]}``.
+        sources: the source of each item (``N`` names).
+
+    Returns:
+        (``{metric: mean over sources of the source means}``, ``{source: {metric: mean}}``).
+    """
+    sources_N = np.asarray(list(sources))
+    own = {str(src): mean_metrics({k: np.asarray(v)[sources_N == src] for k, v in per_item.items()})
+           for src in sorted(set(sources_N.tolist()))}
+    if not own:
+        return mean_metrics(per_item), {}
+    equal = {k: float(np.nanmean([own[src][k] for src in own])) if any(np.isfinite(own[src][k]) for src in own)
+             else float("nan") for k in per_item}
+    return equal, own
 
 
 def auc_one_vs_rest(probs_N_C: np.ndarray, labels_N: np.ndarray) -> float:

@@ -116,7 +116,7 @@ def score_and_summarize(model: nn.Module, images_N_C_H_W, strategy, estimator, d
 def uncertainty_maps(
     model: nn.Module, images_N_C_H_W, strategy, estimator, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean foreground probability ``[N, H, W]`` and the strategy's uncertainty map ``[N, H, W]``.
+    """Mean class probabilities ``[N, C, H, W]`` and the strategy's uncertainty map ``[N, H, W]``.
 
     Used for heatmaps of a few items, so it keeps everything in memory. Strategies without a map
     (random) fall back to BALD so the annotator still sees where the model is unsure.
@@ -126,11 +126,11 @@ def uncertainty_maps(
         strategy = get_strategy("bald")
     if isinstance(estimator, str):
         estimator = get_estimator(estimator)
-    fg, maps = [], []
+    means, maps = [], []
     for probs in estimator.batches(model, images_N_C_H_W, device):
-        fg.append(probs.mean(1)[:, 1:].sum(1).numpy())
+        means.append(probs.mean(1).numpy())
         maps.append(np.asarray(strategy.map(probs)))
-    return np.concatenate(fg), np.concatenate(maps)
+    return np.concatenate(means), np.concatenate(maps)
 
 
 UNCERTAINTY_BINS = 20

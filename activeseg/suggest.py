@@ -56,7 +56,8 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
 
     cfg = cfg or SimConfig()
     engine = Engine(cfg)
-    data = read_folder(images_dir, masks_dir, require_masks=False)
+    data = read_folder(images_dir, masks_dir, require_masks=False, classes=cfg.classes,
+                       ignore_index=cfg.ignore_index)
     labeled = [i for i, m in enumerate(data.masks) if m is not None]
     unlabeled = [i for i, m in enumerate(data.masks) if m is None]
     if not labeled:
@@ -82,11 +83,12 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
             for rank, j in enumerate(order, start=1)]
     out = Path(out)
     top = [unlabeled[j] for j in order[:k]]
-    fgs, maps = engine.maps(model, [data.images[i] for i in top], seed, device)
+    probs, maps = engine.maps(model, [data.images[i] for i in top], seed, device)
     (out / "heatmaps").mkdir(parents=True, exist_ok=True)
-    for rank, (i, row, fg, unc) in enumerate(zip(top, rows, fgs, maps, strict=False), start=1):
-        save_item_overlay(out / "heatmaps" / f"{rank:03d}_{data.names[i]}.png", data.images[i], fg, unc,
-                          title=f"rank {rank}: {row['file']} ({cfg.strategy} {row['score']:.4g})")
+    for rank, (i, row, p, unc) in enumerate(zip(top, rows, probs, maps, strict=False), start=1):
+        save_item_overlay(out / "heatmaps" / f"{rank:03d}_{data.names[i]}.png", data.images[i], p, unc,
+                          title=f"rank {rank}: {row['file']} ({cfg.strategy} {row['score']:.4g})",
+                          class_names=data.class_names)
     with open(out / "suggestions.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -116,4 +118,5 @@ def _train(engine: Engine, data, labeled: list[int], seed: int, device: str, qui
 def _patches(data, which: list[int], patch_size: int) -> ImageDataset:
     """Patches of the images ``which`` (their masks must exist), grouped by image number."""
     return tile_images([data.names[i] for i in which], [data.images[i] for i in which],
-                       [data.masks[i] for i in which], patch_size, groups=which)
+                       [data.masks[i] for i in which], patch_size, groups=which, num_classes=data.num_classes,
+                       class_names=data.class_names)

@@ -1,11 +1,16 @@
-"""Fixed-step training with best-validation checkpointing, and deterministic prediction.
+"""Training for a set number of steps, and deterministic prediction.
 
-The papers train for a fixed budget per round (Nath et al. use fixed steps; the axon-myelin paper a
-fixed schedule), so a round with more labels does not silently get more optimisation: ``fit`` runs
-exactly ``steps`` Adam steps on batches drawn with replacement from the training set, evaluates the
-validation set every ``eval_every`` steps and returns the weights with the best validation score (Dice
-for segmentation, accuracy for classification), or with ``checkpoint="last"`` the final weights (Gal et
-al. trained a fixed schedule and used the validation set only for the weight decay).
+``fit`` runs ``cfg.steps_for(N)`` optimizer steps on batches drawn with replacement from the training
+set. Two recipes are reachable by config:
+
+* the default, steady one: steps growing with the labelled set within bounds (``epochs``, ``min_steps``,
+  ``steps``), AdamW with linear warm-up and cosine decay, GroupNorm in the U-Net, dihedral + gamma
+  augmentation, and an exponential moving average of the weights kept as the model (``checkpoint="last"``:
+  no checkpoint picked on a small validation set);
+* the fixed schedule of the papers and of the committed studies (Nath et al. use fixed steps; the
+  axon-myelin paper a fixed schedule): ``steps`` constant-lr Adam steps whatever the set size, validation
+  every ``eval_every`` steps and the best-validation weights (``checkpoint="best"``); Gal et al. trained a
+  fixed schedule and kept the last weights.
 
 Both tasks share everything but the loss and the metrics: targets ``[N, H, W]`` are masks
 (segmentation), targets ``[N]`` are class labels (classification). Evaluation is deterministic (dropout
@@ -14,7 +19,9 @@ off, i.e. the weight-scaling approximation of the MC average), as the Gal et al.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +29,7 @@ import torch
 from torch import nn
 
 from activeseg.config import TrainConfig
-from activeseg.data.augment import augment_batch
+from activeseg.data.augment import AUGMENTATIONS
 from activeseg.data.dataset import task_of
 from activeseg.losses import AUTO_LOSS, LOSSES, class_weights, loss_fn
 from activeseg.metrics import classification_metrics, mean_metrics, segmentation_metrics
@@ -49,14 +56,17 @@ def predict(model: nn.Module, images_N_C_S: np.ndarray, batch_size: int = 32, de
 
 def evaluate(
     model: nn.Module, images: np.ndarray, targets: np.ndarray, batch_size: int | None = None, device: str = "cpu",
-    estimator=None,
+    estimator=None, class_names=None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Per-item metrics and their summary for the deterministic (or, with ``estimator``, MC-dropout
     averaged) prediction.
 
-    Segmentation (targets ``[N, H, W]``): Dice, IoU, sensitivity and specificity of the argmax
-    (foreground = class ≥ 1); the summary is their mean. Classification (targets ``[N]``): per-item
-    accuracy; the summary adds ``error`` and the macro one-vs-rest ``auc``.
+    Segmentation (targets ``[N, *S]`` class maps, 255 = not labelled): Dice, IoU, mIoU, sensitivity and
+    specificity of the argmax (per class too when C > 2, see
+    :func:`activeseg.metrics.segmentation_metrics`); with ``class_names`` naming a nucleus class
+    (``interior`` or ``nucleus``, and optionally ``boundary``) also instance F1 at IoU ≥ 0.5 and AJI
+    (:mod:`activeseg.instances`). The summary is the mean over items. Classification (targets ``[N]``):
+    per-item accuracy; the summary adds ``error`` and the macro one-vs-rest ``auc``.
 
     Returns:
         (per-item metric arrays, summary of floats).
@@ -65,8 +75,24 @@ def evaluate(
     probs = predict(model, images, batch_size or (128 if classify else 32), device, estimator)
     if classify:
         return classification_metrics(probs, targets)
-    per_item = segmentation_metrics(probs.argmax(1) > 0, targets > 0)
+    pred = probs.argmax(1)
+    per_item = segmentation_metrics(pred, targets, probs.shape[1], class_names=class_names)
+    nuclei = instance_classes(class_names)
+    if nuclei is not None:
+        from activeseg.instances import instance_metrics
+
+        per_item.update(instance_metrics(pred, targets, interior=nuclei[0], boundary=nuclei[1]))
     return per_item, mean_metrics(per_item)
+
+
+def instance_classes(class_names) -> tuple[int, int | None] | None:
+    """``(interior, boundary)`` class indices of a nuclei task from its class names (``interior`` or
+    ``nucleus``; ``boundary`` optional), or None when no class names a nucleus."""
+    names = [str(n).lower() for n in (class_names or ())]
+    interior = next((names.index(n) for n in ("interior", "nucleus") if n in names), None)
+    if interior is None:
+        return None
+    return interior, names.index("boundary") if "boundary" in names else None
 
 
 @dataclass
@@ -94,7 +120,8 @@ def fit(
     progress=None,
     num_classes: int | None = None,
 ) -> FitResult:
-    """Train ``model`` in place for ``cfg.steps_for(N)`` steps; leave it with the best-validation weights.
+    """Train ``model`` in place for ``cfg.steps_for(N)`` steps; leave it with the final (averaged) weights,
+    or with ``cfg.checkpoint = "best"`` the best-validation ones.
 
     Args:
         images: ``[N, C, H, W]`` float32 training images (NoDelete duplicates included as repeats).
@@ -109,23 +136,20 @@ def fit(
     """
     if len(images) == 0:
         raise ValueError("cannot train on an empty training set; label at least one image")
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown loss '{cfg.loss}'; valid: {', '.join(LOSSES)}")
-    if cfg.checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint '{cfg.checkpoint}' is not one of best, last")
-    if cfg.train_precision not in ("float32", "bfloat16"):
-        raise ValueError(f"train_precision '{cfg.train_precision}' is not one of float32, bfloat16")
+    check_train_config(cfg)
     mixed = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.train_precision == "bfloat16")
     keep_last = cfg.checkpoint == "last"
     model.to(device).train()
     steps = cfg.steps_for(len(images))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay_for(len(images)))
+    opt = make_optimizer(model, cfg, len(images))
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     task = task_of(targets)
     metric = PRIMARY_METRIC[task]
     loss_name = AUTO_LOSS[task] if cfg.loss == "auto" else cfg.loss
-    weights = class_weights(targets, num_classes or int(targets.max()) + 1)
+    weights = class_weights(targets, num_classes or int(targets[targets != 255].max(initial=1)) + 1)
     best = FitResult(best_val=-1.0, best_step=0, metric=metric)
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = None if keep_last else copy.deepcopy(model.state_dict())
     with seeded_dropout(model, dropout_generator(generator, device)):
         for step, x, y in training_batches(images, targets, cfg, steps, generator, device):
             with mixed:  # bfloat16 needs no loss scaling; the loss itself is computed in float32
@@ -134,20 +158,104 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
+            if ema is not None:
+                ema.update(model)
             if (cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == steps:
-                score = evaluate(model, val_images, val_targets, device=device)[1][metric]
+                with ema.swapped(model) if ema is not None else contextlib.nullcontext():
+                    score = evaluate(model, val_images, val_targets, device=device)[1][metric]
                 best.history.append({"step": step, "loss": float(loss.detach()), f"val_{metric}": score})
                 if keep_last and step == steps:
                     best.best_val, best.best_step = score, step
                 elif not keep_last and score > best.best_val:
                     best.best_val, best.best_step = score, step
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(ema.state(model) if ema is not None else model.state_dict())
                 model.train()
             if progress is not None:
                 progress(step)
     if not keep_last:
         model.load_state_dict(best_state)
+    elif ema is not None:
+        model.load_state_dict(ema.state(model))
     return best
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Raise a clear error for a training setting outside its choices."""
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss '{cfg.loss}'; valid: {', '.join(LOSSES)}")
+    choices = {"checkpoint": ("best", "last"), "train_precision": ("float32", "bfloat16"),
+               "optimizer": ("adam", "adamw"), "lr_schedule": ("constant", "cosine"),
+               "augment_style": tuple(AUGMENTATIONS)}
+    for key, valid in choices.items():
+        if getattr(cfg, key) not in valid:
+            raise ValueError(f"{key} '{getattr(cfg, key)}' is not one of {', '.join(valid)}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ValueError(f"ema_decay={cfg.ema_decay}; use 0 (off) or a decay in (0, 1), e.g. 0.99")
+    if not 0.0 <= cfg.warmup < 1.0:
+        raise ValueError(f"warmup={cfg.warmup}; it is a fraction of the steps in [0, 1)")
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, n: int) -> torch.optim.Optimizer:
+    """Adam with ``weight_decay_for(n)`` as its L2 term, or AdamW with it decoupled (norm weights and biases
+    not decayed)."""
+    decay = cfg.weight_decay_for(n)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def lr_factor(cfg: TrainConfig, steps: int):
+    """The multiplier of the peak lr after ``t`` steps: 1 (constant), or a linear warm-up over
+    ``warmup·steps`` steps followed by a cosine decay that reaches 0 at the last step."""
+    if cfg.lr_schedule == "constant":
+        return lambda t: 1.0
+    warm = max(1, int(round(cfg.warmup * steps)))
+
+    def factor(t: int) -> float:  # t = steps taken; the factor sets the lr of step t + 1
+        if t < warm:
+            return (t + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (t + 1 - warm) / max(1, steps - warm))))
+
+    return factor
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point state (weights and norm statistics).
+
+    The decay warms up as ``min(decay, (1 + t) / (10 + t))`` so the first steps' weights do not linger
+    (the rule of TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``).
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+
+    def state(self, model: nn.Module) -> dict:
+        """The model's state dict with the averaged values in place of the current ones."""
+        return {k: (self.shadow[k].clone() if k in self.shadow else v) for k, v in model.state_dict().items()}
+
+    @contextlib.contextmanager
+    def swapped(self, model: nn.Module):
+        """Run the block with the averaged weights loaded; the current ones are restored after."""
+        current = copy.deepcopy(model.state_dict())
+        model.load_state_dict(self.state(model))
+        try:
+            yield
+        finally:
+            model.load_state_dict(current)
 
 
 def dropout_generator(generator: torch.Generator, device: str = "cpu") -> torch.Generator:
@@ -172,6 +280,6 @@ def training_batches(images: np.ndarray, targets: np.ndarray, cfg: TrainConfig, 
         idx = torch.randint(len(images_t), (cfg.batch_size,), generator=generator)
         x, y = images_t[idx], targets_t[idx]
         if cfg.augment:
-            x, moved = augment_batch(x, None if classify else y, generator)
+            x, moved = AUGMENTATIONS[cfg.augment_style](x, None if classify else y, generator)
             y = y if classify else moved
         yield step, x.to(device), y.to(device)

@@ -18,28 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_features  # benchmarks/ is on sys.path when run as a script
+
 IGNORED = ("seconds",)  # wall-clock timings differ run to run
-
-
-def cpu_features() -> dict:
-    """The CPU model and the instruction-set flags that change float kernels (bf16, AVX-512, AVX2)."""
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(info.get("flags", "").split())
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
-    return {"model": info.get("model name", platform.processor()), "flags": [f for f in wanted if f in flags]}
 
 
 def _strip(record: dict) -> dict:
@@ -53,12 +40,12 @@ def _diff(a: dict, b: dict) -> list[str]:
 
 def rerun(run_dir: Path, rounds: int) -> list[dict]:
     """Rounds 1..``rounds`` of the run in ``run_dir``, recomputed from its config in a temporary folder."""
-    from activeseg.config import load_config
+    from activeseg.config import from_saved
     from activeseg.data import load_dataset
     from activeseg.loop import run_simulation
 
     saved = json.loads((run_dir / "config.json").read_text())
-    cfg = load_config(None, **{**saved, "heatmaps": 0})  # heatmaps draw from forked RNGs: no effect on records
+    cfg = from_saved(saved, heatmaps=0)  # heatmaps draw from forked RNGs: no effect on records
     dataset = load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=True)
     with tempfile.TemporaryDirectory() as tmp:
         return run_simulation(cfg, dataset, Path(tmp) / "run", progress=False, until_round=rounds)

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import matmul_peak  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -138,16 +139,6 @@ def flops_per_image(work: Path, k: int) -> dict:
     with FlopCounterMode(display=False) as full, torch.no_grad():
         model(torch.from_numpy(x))
     return {"ours": ours.get_total_flops(), "naive": k * full.get_total_flops()}
-
-
-def matmul_peak(n: int = 4096, repeats: int = 5) -> dict:
-    out = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        torch.mm(a, b)
-        best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))  # noqa: B023
-        out[str(dtype).removeprefix("torch.")] = 2 * n**3 / best / 1e9
-    return out
 
 
 def _timed(fn) -> float:

@@ -16,7 +16,7 @@ from activeseg.records import read_ledger
 
 TINY = ["--depth", "2", "--base-filters", "4", "--steps", "6", "--batch-size", "4", "--eval-every", "3",
         "--initial", "4", "--query", "3", "--max-pool", "20", "--mc-samples", "3", "--patch-size", "32",
-        "--heatmaps", "1", "--device", "cpu"]
+        "--heatmaps", "1", "--device", "cpu", "--reference-epochs", "2"]
 
 
 def activeseg(*args, check=True, **kw):

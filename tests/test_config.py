@@ -1,6 +1,7 @@
 """activeseg.config: defaults → TOML file → overrides, typed, with errors naming the key."""
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
 def test_defaults_without_file():
     cfg = load_config()
     assert cfg == SimConfig()
-    assert (cfg.steps, cfg.rounds, cfg.strategy, cfg.strategy_options) == (150, 8, "bald", {})
+    assert (cfg.steps, cfg.rounds, cfg.strategy, cfg.strategy_options) == (SimConfig.steps, 8, "bald", {})
 
 
 def test_flat_toml(tmp_path):
@@ -164,3 +165,32 @@ def test_cli_import_does_not_import_torch():
     code = "import sys, activeseg.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_saved_config_without_the_new_keys_runs_as_it_ran():
+    from activeseg.config import LEGACY, from_saved
+
+    old = json.loads(SimConfig().to_json())
+    for key in LEGACY:
+        old.pop(key, None)
+    old.update(steps=150, checkpoint="best", epochs=None, dataset="nuclei")
+    cfg = from_saved(old)
+    assert (cfg.optimizer, cfg.lr_schedule, cfg.ema_decay, cfg.norm, cfg.augment_style) == (
+        "adam", "constant", 0.0, "batch", "affine")
+    assert cfg.epochs is None and cfg.dataset == "nuclei_grouped"  # None kept; the old nuclei grouping
+    assert from_saved(json.loads(SimConfig().to_json())) == SimConfig()  # a config of today is unchanged
+
+
+def test_none_for_an_optional_setting():
+    assert load_config(epochs="none").epochs is None
+
+
+def test_query_schedule():
+    cfg = SimConfig(query=3, query_schedule="2x4,4")
+    assert [cfg.query_at(r) for r in range(1, 8)] == [2, 2, 2, 2, 4, 4, 4]
+    assert SimConfig(query=3).query_at(5) == 3
+    assert [SimConfig(query_schedule="1x1,2x2,8").query_at(r) for r in range(1, 6)] == [1, 2, 2, 8, 8]
+    with pytest.raises(ValueError, match="'ax2' is not Q or QxR"):
+        SimConfig(query_schedule="ax2,4").query_at(1)
+    with pytest.raises(ValueError, match="only the last part may omit xR"):
+        SimConfig(query_schedule="2,4").query_at(1)

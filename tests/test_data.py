@@ -9,8 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from activeseg.data import ImageDataset, Pool, fetch, load_nuclei, make_split
+from activeseg.data import ImageDataset, Pool, fetch, make_split
 from activeseg.data.fetch import NUCLEI_FILES, data_dir, fetch_files, sha256_of
+from activeseg.data.nuclei import load_nuclei, load_nuclei_grouped
 
 
 def source_of(item_ids):
@@ -18,6 +19,14 @@ def source_of(item_ids):
 
 
 # ---------------------------------------------------------------- the real nuclei patches
+# These tests are about the grouped loader (``nuclei_grouped``: the committed studies' data, split by
+# groups); the spatial split of ``nuclei`` / ``nuclei3`` is tested in test_nuclei_datasets.py.
+
+
+@pytest.fixture(scope="module")
+def grouped64():
+    return load_nuclei_grouped(quiet=True)
+
 
 # Patches of 64 per source, from the image sizes in DATA.md: stardist 512×512 -> 8×8; cells3d 43
 # labelled 256×256 slices -> 43·4·4; scratch assay 10 frames of 210×576 -> 10·3·9 (remainders dropped).
@@ -26,66 +35,66 @@ EXPECTED_PATCHES = {"stardist": 8 * 8, "cells3d": 43 * 4 * 4, "scratch": 10 * 3 
 EXPECTED_GROUPS = {"stardist": 4, "cells3d": 9, "scratch": 5}
 
 
-def test_nuclei_shapes_and_dtypes(nuclei64):
+def test_nuclei_shapes_and_dtypes(grouped64):
     n = sum(EXPECTED_PATCHES.values())
-    assert len(nuclei64) == n == 1022
-    assert nuclei64.images.shape == (n, 1, 64, 64) and nuclei64.images.dtype == np.float32
-    assert nuclei64.targets.shape == (n, 64, 64) and nuclei64.targets.dtype == np.uint8
-    assert nuclei64.groups.shape == (n,) and np.issubdtype(nuclei64.groups.dtype, np.integer)
-    assert nuclei64.num_classes == 2 and nuclei64.in_channels == 1
-    assert Counter(source_of(nuclei64.item_ids)) == EXPECTED_PATCHES
+    assert len(grouped64) == n == 1022
+    assert grouped64.images.shape == (n, 1, 64, 64) and grouped64.images.dtype == np.float32
+    assert grouped64.targets.shape == (n, 64, 64) and grouped64.targets.dtype == np.uint8
+    assert grouped64.groups.shape == (n,) and np.issubdtype(grouped64.groups.dtype, np.integer)
+    assert grouped64.num_classes == 2 and grouped64.in_channels == 1
+    assert Counter(source_of(grouped64.item_ids)) == EXPECTED_PATCHES
 
 
-def test_nuclei_values(nuclei64):
-    assert np.isfinite(nuclei64.images).all()
-    assert nuclei64.images.min() >= 0.0 and nuclei64.images.max() <= 1.0
-    assert set(np.unique(nuclei64.targets).tolist()) == {0, 1}
-    fg = nuclei64.targets.mean()
+def test_nuclei_values(grouped64):
+    assert np.isfinite(grouped64.images).all()
+    assert grouped64.images.min() >= 0.0 and grouped64.images.max() <= 1.0
+    assert set(np.unique(grouped64.targets).tolist()) == {0, 1}
+    fg = grouped64.targets.mean()
     assert 0.05 < fg < 0.5, f"foreground fraction {fg:.3f}"
-    sources = source_of(nuclei64.item_ids)
+    sources = source_of(grouped64.item_ids)
     for src in EXPECTED_PATCHES:
-        frac = nuclei64.targets[sources == src].mean()
+        frac = grouped64.targets[sources == src].mean()
         assert 0.02 < frac < 0.6, f"{src}: foreground fraction {frac:.3f}"
     # Not blank patches: most have texture.
-    assert (nuclei64.images.reshape(len(nuclei64), -1).std(1) > 0.01).mean() > 0.9
+    assert (grouped64.images.reshape(len(grouped64), -1).std(1) > 0.01).mean() > 0.9
 
 
-def test_nuclei_masks_are_aligned_with_bright_nuclei(nuclei64):
+def test_nuclei_masks_are_aligned_with_bright_nuclei(grouped64):
     """Fluorescent nuclei are bright: where a patch has both classes, foreground is brighter on average.
 
     Catches a mask tiled with a different grid, transposed or taken from the wrong channel.
     """
-    img = nuclei64.images[:, 0]
-    both = [i for i in range(len(nuclei64)) if 0.02 < nuclei64.targets[i].mean() < 0.98]
+    img = grouped64.images[:, 0]
+    both = [i for i in range(len(grouped64)) if 0.02 < grouped64.targets[i].mean() < 0.98]
     assert len(both) > 300
-    fg_mean = [img[i][nuclei64.targets[i] == 1].mean() for i in both]
-    bg_mean = [img[i][nuclei64.targets[i] == 0].mean() for i in both]
+    fg_mean = [img[i][grouped64.targets[i] == 1].mean() for i in both]
+    bg_mean = [img[i][grouped64.targets[i] == 0].mean() for i in both]
     brighter = np.array(fg_mean) > np.array(bg_mean) + 0.05
     assert np.mean(brighter) > 0.95
 
 
-def test_nuclei_ids_and_groups(nuclei64):
-    assert len(set(nuclei64.item_ids)) == len(nuclei64)
-    assert nuclei64.item_ids[0] == "stardist_r0_c0"
-    sources = source_of(nuclei64.item_ids)
+def test_nuclei_ids_and_groups(grouped64):
+    assert len(set(grouped64.item_ids)) == len(grouped64)
+    assert grouped64.item_ids[0] == "stardist_r0_c0"
+    sources = source_of(grouped64.item_ids)
     # A group never spans two sources, and each source has the documented number of groups.
-    for g in np.unique(nuclei64.groups):
-        assert len(set(sources[nuclei64.groups == g])) == 1, f"group {g} spans sources"
-    assert {s: len(np.unique(nuclei64.groups[sources == s])) for s in EXPECTED_GROUPS} == EXPECTED_GROUPS
+    for g in np.unique(grouped64.groups):
+        assert len(set(sources[grouped64.groups == g])) == 1, f"group {g} spans sources"
+    assert {s: len(np.unique(grouped64.groups[sources == s])) for s in EXPECTED_GROUPS} == EXPECTED_GROUPS
     # stardist: one group per quadrant, 16 patches each.
-    r_c = [tuple(int(p[1:]) for p in i.split("_")[1:]) for i in nuclei64.item_ids if i.startswith("stardist")]
-    st_groups = nuclei64.groups[sources == "stardist"]
+    r_c = [tuple(int(p[1:]) for p in i.split("_")[1:]) for i in grouped64.item_ids if i.startswith("stardist")]
+    st_groups = grouped64.groups[sources == "stardist"]
     for (r, c), g in zip(r_c, st_groups, strict=True):
         assert g == st_groups[0] + 2 * (r // 4) + (c // 4)
     # Neighbouring cells3d slices share a group (near-duplicates stay together).
-    z_of = {i: int(i.split("_")[1][1:]) for i in nuclei64.item_ids if i.startswith("cells3d")}
-    for g in np.unique(nuclei64.groups[sources == "cells3d"]):
-        zs = sorted({z_of[nuclei64.item_ids[i]] for i in np.flatnonzero(nuclei64.groups == g)})
+    z_of = {i: int(i.split("_")[1][1:]) for i in grouped64.item_ids if i.startswith("cells3d")}
+    for g in np.unique(grouped64.groups[sources == "cells3d"]):
+        zs = sorted({z_of[grouped64.item_ids[i]] for i in np.flatnonzero(grouped64.groups == g)})
         assert 1 <= len(zs) <= 5
 
 
 def test_nuclei_other_patch_size():
-    ds = load_nuclei(patch_size=128, quiet=True)
+    ds = load_nuclei_grouped(patch_size=128, quiet=True)
     assert ds.images.shape[1:] == (1, 128, 128)
     assert Counter(source_of(ds.item_ids)) == {"stardist": 16, "cells3d": 43 * 4, "scratch": 10 * 1 * 4}
 
@@ -97,16 +106,16 @@ def groups_of(ds, idx):
     return set(ds.groups[idx].tolist())
 
 
-def test_split_is_seeded(nuclei64):
-    a = make_split(nuclei64, n_initial=10, split_seed=0, run_seed=0)
-    b = make_split(nuclei64, n_initial=10, split_seed=0, run_seed=0)
+def test_split_is_seeded(grouped64):
+    a = make_split(grouped64, n_initial=10, split_seed=0, run_seed=0)
+    b = make_split(grouped64, n_initial=10, split_seed=0, run_seed=0)
     for part in ("initial", "pool", "val", "test"):
         np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
     # Another split seed moves whole groups between sides.
-    c = make_split(nuclei64, n_initial=10, split_seed=1, run_seed=0)
+    c = make_split(grouped64, n_initial=10, split_seed=1, run_seed=0)
     assert not np.array_equal(a.test, c.test) or not np.array_equal(a.val, c.val)
     # Another run seed keeps val/test and draws another initial set.
-    d = make_split(nuclei64, n_initial=10, split_seed=0, run_seed=1)
+    d = make_split(grouped64, n_initial=10, split_seed=0, run_seed=1)
     np.testing.assert_array_equal(a.test, d.test)
     np.testing.assert_array_equal(a.val, d.val)
     assert not np.array_equal(a.initial, d.initial)
@@ -114,35 +123,35 @@ def test_split_is_seeded(nuclei64):
 
 
 @pytest.mark.parametrize("split_seed", [0, 1, 2, 7])
-def test_split_partitions_without_group_leakage(nuclei64, split_seed):
-    s = make_split(nuclei64, n_initial=20, split_seed=split_seed, run_seed=3)
+def test_split_partitions_without_group_leakage(grouped64, split_seed):
+    s = make_split(grouped64, n_initial=20, split_seed=split_seed, run_seed=3)
     parts = [s.initial, s.pool, s.val, s.test]
     for p in parts:
         assert p.dtype.kind == "i" and np.all(np.diff(p) > 0)  # sorted, no repeats
     allidx = np.concatenate(parts)
-    assert len(allidx) == len(np.unique(allidx)) == len(nuclei64)  # disjoint and covering
+    assert len(allidx) == len(np.unique(allidx)) == len(grouped64)  # disjoint and covering
     assert len(s.initial) == 20
-    train_groups = groups_of(nuclei64, np.union1d(s.initial, s.pool))
-    val_groups, test_groups = groups_of(nuclei64, s.val), groups_of(nuclei64, s.test)
+    train_groups = groups_of(grouped64, np.union1d(s.initial, s.pool))
+    val_groups, test_groups = groups_of(grouped64, s.val), groups_of(grouped64, s.test)
     assert not train_groups & test_groups, "a group is on both sides of the test boundary"
     assert not val_groups & test_groups
     assert not train_groups & val_groups
     # Stratified by source: each source gives test and validation groups.
     for part in (s.val, s.test):
-        assert set(source_of([nuclei64.item_ids[i] for i in part])) == set(EXPECTED_PATCHES)
-    assert 0.1 < len(s.test) / len(nuclei64) < 0.35
+        assert set(source_of([grouped64.item_ids[i] for i in part])) == set(EXPECTED_PATCHES)
+    assert 0.1 < len(s.test) / len(grouped64) < 0.35
 
 
-def test_split_leak_check_detects_a_leak(nuclei64):
+def test_split_leak_check_detects_a_leak(grouped64):
     """The leakage check above would catch a split that cuts a group (sanity of the test itself)."""
-    idx = np.arange(len(nuclei64))
+    idx = np.arange(len(grouped64))
     naive_test = idx[::5]  # every 5th patch: neighbouring tiles of one image on both sides
-    assert groups_of(nuclei64, np.setdiff1d(idx, naive_test)) & groups_of(nuclei64, naive_test)
+    assert groups_of(grouped64, np.setdiff1d(idx, naive_test)) & groups_of(grouped64, naive_test)
 
 
-def test_max_pool_bounds_the_pool(nuclei64):
-    full = make_split(nuclei64, n_initial=10, split_seed=0, run_seed=0)
-    small = make_split(nuclei64, n_initial=10, split_seed=0, run_seed=0, max_pool=50)
+def test_max_pool_bounds_the_pool(grouped64):
+    full = make_split(grouped64, n_initial=10, split_seed=0, run_seed=0)
+    small = make_split(grouped64, n_initial=10, split_seed=0, run_seed=0, max_pool=50)
     assert len(small.pool) == 50 and len(small.initial) == 10
     available = np.union1d(full.initial, full.pool)
     assert np.isin(small.pool, available).all() and np.isin(small.initial, available).all()
@@ -150,16 +159,16 @@ def test_max_pool_bounds_the_pool(nuclei64):
     np.testing.assert_array_equal(small.val, full.val)
     np.testing.assert_array_equal(small.test, full.test)
     # The same max_pool gives the same subset; a bound above the pool size changes nothing.
-    again = make_split(nuclei64, n_initial=10, split_seed=0, run_seed=0, max_pool=50)
+    again = make_split(grouped64, n_initial=10, split_seed=0, run_seed=0, max_pool=50)
     np.testing.assert_array_equal(small.pool, again.pool)
-    huge = make_split(nuclei64, n_initial=10, split_seed=0, run_seed=0, max_pool=10**6)
+    huge = make_split(grouped64, n_initial=10, split_seed=0, run_seed=0, max_pool=10**6)
     np.testing.assert_array_equal(huge.pool, full.pool)
 
 
-def test_split_errors(nuclei64):
-    available = len(make_split(nuclei64, 1, 0, 0).pool) + 1
+def test_split_errors(grouped64):
+    available = len(make_split(grouped64, 1, 0, 0).pool) + 1
     with pytest.raises(ValueError, match=rf"n_initial={available} leaves no pool: only {available} items"):
-        make_split(nuclei64, n_initial=available, split_seed=0, run_seed=0)
+        make_split(grouped64, n_initial=available, split_seed=0, run_seed=0)
     tiny = ImageDataset(
         np.zeros((4, 1, 8, 8), np.float32), np.zeros((4, 8, 8), np.uint8),
         ["a_0", "a_1", "a_2", "a_3"], np.array([0, 0, 1, 1]),
@@ -168,30 +177,30 @@ def test_split_errors(nuclei64):
         make_split(tiny, n_initial=1, split_seed=0, run_seed=0)
 
 
-def test_split_to_json_round_trip(nuclei64, tmp_path):
+def test_split_to_json_round_trip(grouped64, tmp_path):
     from activeseg.records import read_split, write_split
 
-    s = make_split(nuclei64, n_initial=10, split_seed=4, run_seed=5, max_pool=40)
-    write_split(tmp_path, s, nuclei64.item_ids, seed=4)
+    s = make_split(grouped64, n_initial=10, split_seed=4, run_seed=5, max_pool=40)
+    write_split(tmp_path, s, grouped64.item_ids, seed=4)
     doc = json.loads((tmp_path / "split.json").read_text())
     assert doc["seed"] == 4
     back = read_split(tmp_path)
     for part in ("initial", "pool", "val", "test"):
         np.testing.assert_array_equal(back[part], getattr(s, part))
-        assert doc[f"{part}_ids"] == [nuclei64.item_ids[i] for i in getattr(s, part)]
+        assert doc[f"{part}_ids"] == [grouped64.item_ids[i] for i in getattr(s, part)]
 
 
-def test_subset_keeps_parts_together(nuclei64):
-    idx = np.array([5, 900, 5])
-    sub = nuclei64.subset(idx)
-    assert sub.item_ids == [nuclei64.item_ids[5], nuclei64.item_ids[900], nuclei64.item_ids[5]]
-    np.testing.assert_array_equal(sub.images, nuclei64.images[idx])
-    np.testing.assert_array_equal(sub.targets, nuclei64.targets[idx])
-    np.testing.assert_array_equal(sub.groups, nuclei64.groups[idx])
+def test_subset_keeps_parts_together(grouped64):
+    idx = np.array([5, len(grouped64) - 1, 5])
+    sub = grouped64.subset(idx)
+    assert sub.item_ids == [grouped64.item_ids[5], grouped64.item_ids[-1], grouped64.item_ids[5]]
+    np.testing.assert_array_equal(sub.images, grouped64.images[idx])
+    np.testing.assert_array_equal(sub.targets, grouped64.targets[idx])
+    np.testing.assert_array_equal(sub.groups, grouped64.groups[idx])
     with pytest.raises(ValueError, match="disagree in length"):
-        ImageDataset(nuclei64.images[:3], nuclei64.targets[:2], nuclei64.item_ids[:3], nuclei64.groups[:3])
+        ImageDataset(grouped64.images[:3], grouped64.targets[:2], grouped64.item_ids[:3], grouped64.groups[:3])
     with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
-        ImageDataset(nuclei64.images[:3, 0], nuclei64.targets[:3], nuclei64.item_ids[:3], nuclei64.groups[:3])
+        ImageDataset(grouped64.images[:3, 0], grouped64.targets[:3], grouped64.item_ids[:3], grouped64.groups[:3])
 
 
 # ---------------------------------------------------------------- fetcher

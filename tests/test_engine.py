@@ -108,7 +108,7 @@ def test_whole_images_of_any_size_are_padded_and_cropped(squares, trained):
     probs = next(engine.estimator(7).batches(model, pad_to_multiple(big, 4)[None]))[..., :38, :35]
     assert sel.scores[0] == pytest.approx(float(engine.strategy.score(probs)[0]), rel=1e-6)
     assert set(sel.measures) == {"bald", "max_entropy"} and all(len(v) == 2 for v in sel.measures.values())
-    fg, maps = engine.maps(model, images, seed=7)
-    assert fg[0].shape == maps[0].shape == (38, 35) and maps[1].shape == (32, 32)
+    probs, maps = engine.maps(model, images, seed=7)
+    assert probs[0].shape == (2, 38, 35) and maps[0].shape == (38, 35) and maps[1].shape == (32, 32)
     with pytest.raises(ValueError, match="needs them all of one size"):
         Engine(CFG.replace(strategy="entropy_mi")).propose(model, images, squares.images[:8], 1, seed=0)

@@ -188,30 +188,59 @@ def test_unreadable_tiff(tmp_path):
     assert str(tmp_path / "images" / "a.tif") in msg and "re-export" in msg
 
 
-@pytest.mark.parametrize(
-    "values,shown",
-    [
-        ([0, 1, 2], "{0, 1, 2}"),
-        ([0, 128, 255], "{0, 128, 255}"),
-        ([0, 1, 255], "{0, 1, 255}"),
-        ([3, 7], "{3, 7}"),
-    ],
-)
-def test_mask_values_outside_binary(tmp_path, values, shown):
+def test_label_maps_with_inferred_classes_and_the_ignore_value(tmp_path):
     write(tmp_path / "images" / "a.png", ramp(8, 8, np.uint8))
-    mask = np.resize(np.array(values, np.uint8), (8, 8))
-    write(tmp_path / "masks" / "a.png", mask)
-    msg = error_of(tmp_path)
-    assert f"mask 'a.png' has values {shown}" in msg
-    assert "{0, 1} or {0, 255}" in msg
-    assert "labels > 0" in msg  # the fix for instance-label masks
+    write(tmp_path / "images" / "b.png", ramp(8, 8, np.uint8, seed=1))
+    a = np.resize(np.array([0, 1, 2, 255], np.uint8), (8, 8))
+    write(tmp_path / "masks" / "a.png", a)
+    write(tmp_path / "masks" / "b.png", np.zeros((8, 8), np.uint8))
+    data = read_folder(tmp_path / "images", tmp_path / "masks", require_masks=True)
+    assert data.num_classes == 3 and data.class_names is None
+    np.testing.assert_array_equal(data.masks[0], a)  # 255 stays: not labelled
 
 
-def test_many_mask_values_are_truncated(tmp_path):
+def test_classes_json_names_the_classes(tmp_path):
+    write(tmp_path / "images" / "a.png", ramp(8, 8, np.uint8))
+    write(tmp_path / "masks" / "a.png", np.resize(np.array([0, 1], np.uint8), (8, 8)))
+    (tmp_path / "masks" / "classes.json").write_text('["background", "nucleus", "boundary"]')
+    data = read_folder(tmp_path / "images", tmp_path / "masks", require_masks=True)
+    assert data.num_classes == 3 and data.class_names == ("background", "nucleus", "boundary")
+    (tmp_path / "masks" / "classes.json").write_text('{"names": ["background"]}')
+    assert "list of 2 or more class names" in error_of(tmp_path)
+
+
+def test_a_custom_ignore_value_is_stored_as_255(tmp_path):
+    write(tmp_path / "images" / "a.png", ramp(8, 8, np.uint8))
+    write(tmp_path / "masks" / "a.png", np.resize(np.array([0, 1, 2, 9], np.uint8), (8, 8)))
+    data = read_folder(tmp_path / "images", tmp_path / "masks", require_masks=True, classes=3, ignore_index=9)
+    assert set(np.unique(data.masks[0])) == {0, 1, 2, 255}
+
+
+def test_a_label_at_or_above_the_class_count_names_file_and_value(tmp_path):
+    write(tmp_path / "images" / "a.png", ramp(8, 8, np.uint8))
+    write(tmp_path / "masks" / "a.png", np.resize(np.array([0, 3, 7], np.uint8), (8, 8)))
+    with pytest.raises(DatasetError) as info:
+        read_folder(tmp_path / "images", tmp_path / "masks", require_masks=True, classes=3)
+    assert "mask 'a.png' holds the value(s) 3, 7, not a class 0..2 nor the not-labelled value 255" in str(info.value)
+    (tmp_path / "masks" / "classes.json").write_text('["background", "a"]')
+    with pytest.raises(DatasetError, match="--classes 3 disagrees with the 2 names"):
+        read_folder(tmp_path / "images", tmp_path / "masks", require_masks=True, classes=3)
+
+
+def test_instance_labels_are_not_taken_for_classes(tmp_path):
     write(tmp_path / "images" / "a.tif", ramp(8, 8, np.uint16))
     write(tmp_path / "masks" / "a.tif", np.arange(64, dtype=np.uint16).reshape(8, 8))
     msg = error_of(tmp_path)
-    assert "has values {0, 1, 2, 3, 4, 5, 6, 7 ...}" in msg
+    assert "mask 'a.tif' holds the value 63" in msg and "look like instance labels" in msg and "labels > 0" in msg
+
+
+def test_binary_255_masks_beside_label_maps_are_ambiguous(tmp_path):
+    write(tmp_path / "images" / "a.png", ramp(8, 8, np.uint8))
+    write(tmp_path / "images" / "b.png", ramp(8, 8, np.uint8, seed=1))
+    write(tmp_path / "masks" / "a.png", binary_mask(8, 8) * 255)
+    write(tmp_path / "masks" / "b.png", np.resize(np.array([0, 1, 2], np.uint8), (8, 8)))
+    msg = error_of(tmp_path)
+    assert "mask 'a.png' is binary with 255 = foreground but mask 'b.png' holds class labels" in msg
 
 
 def test_rgb_mask_is_rejected(tmp_path):
@@ -270,7 +299,7 @@ def test_all_problems_reported_together(tmp_path):
     write(tmp_path / "images" / "small.png", ramp(16, 16, np.uint8))
     write(tmp_path / "masks" / "small.png", np.zeros((16, 15), np.uint8))
     write(tmp_path / "images" / "labels.png", ramp(16, 16, np.uint8))
-    write(tmp_path / "masks" / "labels.png", np.resize(np.arange(4, dtype=np.uint8), (16, 16)))
+    write(tmp_path / "masks" / "labels.png", np.resize(np.arange(0, 200, 50, dtype=np.uint8), (16, 16)))
     (tmp_path / "images" / "broken.png").write_bytes(b"garbage")
     write(tmp_path / "masks" / "broken.png", binary_mask(16, 16))
     write(tmp_path / "masks" / "orphan.png", binary_mask(16, 16))
@@ -282,7 +311,7 @@ def test_all_problems_reported_together(tmp_path):
     expected = [
         "image 'nomask.png' has no mask",
         "mask 'small.png' is 16×15 but image 'small.png' is 16×16",
-        "mask 'labels.png' has values {0, 1, 2, 3}",
+        "mask 'labels.png' holds the value 150",
         "broken.png: cannot be read as an image",
         "mask 'orphan.png' has no image",
     ]
@@ -349,5 +378,5 @@ def test_load_dataset_accepts_a_folder_and_lists_names(tmp_path):
     write(tmp_path / "images" / "a.png", ramp(64, 64, np.uint8))
     write(tmp_path / "masks" / "a.png", binary_mask(64, 64))
     assert len(load_dataset(str(tmp_path), patch_size=32)) == 4
-    with pytest.raises(ValueError, match=r"unknown dataset 'nucleii'.*\['mnist', 'nuclei'\]"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'nucleii'.*\['mnist', 'nuclei', "):
         load_dataset("nucleii")

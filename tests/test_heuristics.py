@@ -76,7 +76,7 @@ TABLE = {
             mean_std=(0.5 + 2 * math.sqrt(0.1875)) / 3,
             least_confidence=0.5,
             margin=0.75,
-            std=math.sqrt(0.1875),
+            std=0.5,  # C = 3: the spread of "any foreground" p1 + p2 = [0, 0, 1, 1]
             vote_entropy=1.5 * LOG2,
         ),
     ),

@@ -36,7 +36,7 @@ TABLE = [
 @pytest.mark.parametrize("case,pred,target,dice,iou,sens,spec", TABLE, ids=[row[0] for row in TABLE])
 def test_metric_table(case, pred, target, dice, iou, sens, spec):
     out = segmentation_metrics(np.array([pred]), np.array([target]))
-    assert set(out) == {"dice", "iou", "sensitivity", "specificity"}
+    assert set(out) == {"dice", "iou", "miou", "sensitivity", "specificity"}
     for name, expected in [("dice", dice), ("iou", iou), ("sensitivity", sens), ("specificity", spec)]:
         assert out[name].dtype == np.float64
         assert out[name].shape == (1,)
@@ -156,3 +156,65 @@ def test_auc_matches_mann_whitney():
     ])
     assert auc_one_vs_rest(probs, labels) == pytest.approx(expected)
     assert np.isnan(auc_one_vs_rest(probs[:3], np.zeros(3, int)))  # one class only
+
+
+# -- multi-class maps and the ignore value ------------------------------------------------------------
+# target / prediction, 3 classes, one 2×4 item; 255 = not labelled:
+#   target  0 1 1 2      pred  0 1 2 2
+#           0 0 255 2          1 0 1 2
+# class 0: tp 2 (px 0, 5), fn 0, fp 1 (px 4)            -> dice 4/5,  iou 2/3
+# class 1: tp 1 (px 1), fn 1 (px 2 → 2), fp 1 (px 4)    -> dice 2/4,  iou 1/3
+# class 2: tp 2 (px 3, 7), fn 0, fp 1 (px 2)            -> dice 4/5,  iou 2/3
+MC_TARGET = np.array([[[0, 1, 1, 2], [0, 0, 255, 2]]])
+MC_PRED = np.array([[[0, 1, 2, 2], [1, 0, 1, 2]]])
+
+
+def test_multiclass_metrics_by_hand():
+    out = segmentation_metrics(MC_PRED, MC_TARGET, num_classes=3, class_names=("bg", "interior", "boundary"))
+    assert out["dice_interior"][0] == pytest.approx(0.5)
+    assert out["dice_boundary"][0] == pytest.approx(0.8)
+    assert out["iou_interior"][0] == pytest.approx(1 / 3)
+    assert out["iou_boundary"][0] == pytest.approx(2 / 3)
+    assert out["dice"][0] == pytest.approx((0.5 + 0.8) / 2)  # mean over the foreground classes
+    assert out["iou"][0] == pytest.approx((1 / 3 + 2 / 3) / 2)
+    assert out["miou"][0] == pytest.approx((2 / 3 + 1 / 3 + 2 / 3) / 3)
+    # any foreground vs background: fg pixels 1, 2, 3, 7 (pixel 6 ignored), all called foreground;
+    # background pixels 0, 4, 5: pixel 4 called foreground
+    assert out["sensitivity"][0] == pytest.approx(1.0)
+    assert out["specificity"][0] == pytest.approx(2 / 3)
+
+
+def test_multiclass_names_default_and_class_absent_from_both():
+    target = np.zeros((1, 2, 2), np.uint8)
+    out = segmentation_metrics(target, target, num_classes=3)
+    assert out["dice_c1"][0] == 1.0 and out["dice_c2"][0] == 1.0  # absent from both: 1
+
+
+def test_ignored_pixels_count_nowhere():
+    target = np.array([[[1, 255], [0, 0]]])
+    pred = np.array([[[1, 0], [0, 0]]])
+    other = np.array([[[1, 1], [0, 0]]])
+    assert segmentation_metrics(pred, target)["dice"][0] == 1.0
+    assert segmentation_metrics(other, target)["dice"][0] == 1.0  # what is predicted on 255 is not scored
+
+
+def test_binary_class_maps_equal_boolean_masks():
+    rng = np.random.default_rng(0)
+    target, pred = rng.integers(0, 2, (5, 8, 8)), rng.integers(0, 2, (5, 8, 8))
+    a = segmentation_metrics(pred, target)
+    b = segmentation_metrics(pred > 0, target > 0)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_a_value_that_is_no_class_is_an_error():
+    with pytest.raises(ValueError, match="value 3, not a class 0..2"):
+        segmentation_metrics(np.zeros((1, 2, 2)), np.full((1, 2, 2), 3), num_classes=3)
+
+
+def test_by_source_weights_sources_equally():
+    from activeseg.metrics import by_source
+
+    equal, own = by_source({"dice": np.array([1.0, 1.0, 1.0, 0.0])}, ["a", "a", "a", "b"])
+    assert own == {"a": {"dice": 1.0}, "b": {"dice": 0.0}}
+    assert equal["dice"] == 0.5  # not 0.75, the mean over items

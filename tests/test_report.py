@@ -11,6 +11,7 @@ from activeseg.metrics import area_under_curve, best_round, efficiency_ratio, wi
 from activeseg.records import append_record, read_ledger, write_ledger
 from activeseg.report import build_report, find_runs, plot_learning_curves, save_overlay
 from activeseg.report.curves import curve_matrix
+from activeseg.statistics import aulc_log2
 
 N_ANNOTATIONS = [4, 8, 12]
 REFERENCE = {0: 0.8, 1: 0.9}  # targets: 0.76 and 0.855
@@ -118,12 +119,16 @@ def test_build_report(runs_root, tmp_path):
 
     assert json.loads((out / "summary.json").read_text()) == summary
     bald, rnd = summary["strategies"]["bald"], summary["strategies"]["random"]
-    assert [p["annotations_to_target"] for p in bald["per_seed"]] == [8, 12]
-    assert bald["annotations_to_target_mean"] == pytest.approx(10.0)
-    assert bald["annotations_to_target_reached"] == 2
-    assert [p["annotations_to_target"] for p in rnd["per_seed"]] == [None, 8]
-    assert rnd["annotations_to_target_mean"] == pytest.approx(8.0)
+    # reached where the 3-point smoothed curve stays above the target: bald seed 0 smooths to
+    # [0.685, 0.723, 0.785] (target 0.76: 12), seed 1 to [0.75, 0.787, 0.83] (0.855: never)
+    assert [p["annotations_to_target"] for p in bald["per_seed"]] == [12, None]
+    assert bald["annotations_to_target_mean"] == pytest.approx(12.0)
+    assert bald["annotations_to_target_reached"] == 1
+    assert [p["annotations_to_target"] for p in rnd["per_seed"]] == [None, 12]
+    assert rnd["annotations_to_target_mean"] == pytest.approx(12.0)
     assert rnd["annotations_to_target_reached"] == 1
+    assert [p["targets"][1]["annotations"] for p in bald["per_seed"]] == [8, 12]  # 90%: 0.72 and 0.81
+    assert bald["targets"][1]["annotations_mean"] == pytest.approx(10.0)
     assert bald["final_test_dice_mean"] == pytest.approx(0.83)
     assert bald["final_test_dice_sd"] == pytest.approx(np.std([0.8, 0.86], ddof=1))
     assert bald["per_seed"][0]["aulc"] == pytest.approx(0.735)
@@ -137,11 +142,16 @@ def test_build_report(runs_root, tmp_path):
 
     md = (out / "summary.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "strategy" not in line]
-    assert len(rows) == 2
-    assert any(r.startswith("| bald ") and "10.0 (2/2) [8, 12]" in r for r in rows)
-    assert any(r.startswith("| random ") and "8.0 (1/2) [not reached, 8]" in r and "—" in r for r in rows)
+    assert len(rows) == 3  # random, bald, the random-vs-random check
+    assert any(r.startswith("| bald ") and "12.0 (1/2 reached)" in r for r in rows)
+    assert any(r.startswith("| random ") and "12.0 (1/2 reached)" in r and "—" in r for r in rows)
+    assert "bald | 95% of full pool | ref 0.850 ± 0.071, n=2 | 12.0 (1/2) [12, not reached]" in md
+    assert "random | 95% of full pool | ref 0.850 ± 0.071, n=2 | 12.0 (1/2) [not reached, 12] | —" in md
+    assert rows[2].startswith("| random vs random (check) ") and "needs ≥ 4 random seeds" in rows[2]
+    assert "bald | 90% of full pool | ref 0.850 ± 0.071, n=2 | 10.0 (2/2) [8, 12]" in md
     csv_lines = (out / "summary.csv").read_text().strip().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[1].startswith("random,2,")
+    assert len(csv_lines) == 4 and csv_lines[1].startswith("random,2,")
+    assert csv_lines[3].startswith("random vs random (check),2,")
 
     page = (out / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # the curve + one heatmap
@@ -158,7 +168,7 @@ def test_build_report_without_reference_or_random(tmp_path):
     md = (tmp_path / "report" / "summary.md").read_text()
     assert "reference was not computed" in md
     row = next(line for line in md.splitlines() if line.startswith("| bald "))
-    assert row.split(" | ")[4] == "n/a" and row.rstrip(" |").endswith("—")
+    assert row.split(" | ")[4] == "—" and row.split(" | ")[8] == "n/a" and row.rstrip(" |").endswith("—")
 
 
 def test_no_delete_runs_get_a_training_set_size_curve(tmp_path):
@@ -226,15 +236,18 @@ def test_best_validation_table(runs_root, tmp_path):
     expected = wilcoxon_paired(np.concatenate([np.full(6, 0.6), per_item("bald", 1)]),
                                np.concatenate([per_item("random", 0), per_item("random", 1)]))
     assert bald["wilcoxon_p_best_val_vs_random"] == pytest.approx(expected)
-    aulc = {k: area_under_curve(N_ANNOTATIONS, v) for k, v in TEST_DICE.items()}
-    assert bald["wilcoxon_p_seeds_aulc_vs_random"] == pytest.approx(wilcoxon_paired(
+    aulc = {k: aulc_log2(N_ANNOTATIONS, v, 4, 12) for k, v in TEST_DICE.items()}
+    assert [p["aulc_log2"] for p in bald["per_seed"]] == pytest.approx([aulc["bald", 0], aulc["bald", 1]])
+    assert bald["comparison"]["p_wilcoxon"] == pytest.approx(wilcoxon_paired(
         [aulc["bald", 0], aulc["bald", 1]], [aulc["random", 0], aulc["random", 1]]))
-    # seed 0: random never reaches its target (no ratio); seed 1: random 8, bald 12
-    assert bald["efficiency_vs_random_mean"] == pytest.approx(8 / 12) and bald["efficiency_vs_random_seeds"] == 1
+    assert area_under_curve(N_ANNOTATIONS, TEST_DICE["bald", 0]) == pytest.approx(bald["per_seed"][0]["aulc"])
+    # 95%: no seed where both reached it (bald seed 0 only, random seed 1 only); 90%: seed 1, 12 and 12
+    assert bald["efficiency_vs_random_mean"] is None and bald["efficiency_vs_random_seeds"] == 0
+    assert bald["targets"][1]["efficiency"]["ratio"] == pytest.approx(1.0)
     assert rnd["wilcoxon_p_best_val_vs_random"] is None and rnd["efficiency_vs_random_mean"] is None
     md = (tmp_path / "report" / "summary.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("bald | 0.880"))
-    assert "20.0 %" in row and "0.67× (1 seed(s))" in row
+    assert "20.0 %" in row and "×" not in row  # efficiency is in the headline, with its CI
     assert "At the best-validation round" in (tmp_path / "report" / "index.html").read_text()
 
 
@@ -243,10 +256,11 @@ def test_absolute_target_and_error_rate(runs_root, tmp_path):
     bald, rnd = summary["strategies"]["bald"], summary["strategies"]["random"]
     assert summary["target"] == 0.78
     assert [p["annotations_to_target"] for p in bald["per_seed"]] == [12, 8]
-    assert [p["annotations_to_target"] for p in rnd["per_seed"]] == [None, 8]  # "not reached" stays None
-    assert bald["efficiency_vs_random_mean"] == pytest.approx(1.0) and bald["efficiency_vs_random_seeds"] == 1
+    # "not reached" stays None; random seed 1 smooths to [0.73, 0.78 - 1 ulp, 0.87]: reached at 12
+    assert [p["annotations_to_target"] for p in rnd["per_seed"]] == [None, 12]
+    assert bald["efficiency_vs_random_mean"] == pytest.approx(12 / 8) and bald["efficiency_vs_random_seeds"] == 1
     md = (tmp_path / "report" / "summary.md").read_text()
-    assert "annotations to Dice 0.780" in md and "10.0 (2/2) [12, 8]" in md and "[not reached, 8]" in md
+    assert "annotations to Dice 0.780" in md and "10.0 (2/2) [12, 8]" in md and "[not reached, 12]" in md
 
     from activeseg.cli import main
     assert main(["report", str(runs_root), "--out", str(tmp_path / "r2"), "--target", "0.9", "--quiet"]) == 0

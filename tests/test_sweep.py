@@ -20,6 +20,7 @@ dataset = "nuclei"
 patch_size = 32
 depth = 2
 base_filters = 4
+reference_epochs = 2
 steps = 4
 batch_size = 4
 eval_every = 2

@@ -1,11 +1,13 @@
 """predict, evaluate and fixed-step training on real nuclei patches (activeseg.train)."""
 
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
 import activeseg.train as train_mod
+from activeseg.config import LEGACY_TRAINING
 from activeseg.data import load_dataset, make_split
 from activeseg.losses import class_weights, loss_fn
 from activeseg.models import build_model
@@ -39,7 +41,7 @@ def test_evaluate_per_item_metrics(tiny_unet):
     x = np.random.default_rng(0).random((3, 1, 16, 16), dtype=np.float32)
     pred = predict(model, x).argmax(1)
     out, summary = evaluate(model, x, pred.astype(np.uint8))  # the model's own prediction as ground truth
-    assert set(out) == set(summary) == {"dice", "iou", "sensitivity", "specificity"}
+    assert set(out) == set(summary) == {"dice", "iou", "miou", "sensitivity", "specificity"}
     np.testing.assert_allclose(out["dice"], 1.0)
     assert summary["dice"] == 1.0
     out, summary = evaluate(model, x, 1 - pred.astype(np.uint8))
@@ -63,7 +65,14 @@ def nuclei_small():
     return ds.images[tr_idx], ds.targets[tr_idx], ds.images[val_idx], ds.targets[val_idx]
 
 
-FAST = TrainConfig(steps=30, batch_size=8, lr=1e-2, eval_every=10, loss="dice+wce")
+def legacy(**settings) -> TrainConfig:
+    """The fixed schedule of the committed studies (constant-lr Adam, best-validation checkpoint), with
+    ``settings`` on top: what these tests were written for."""
+    keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in LEGACY_TRAINING.items() if k in keys}, **settings})
+
+
+FAST = legacy(steps=30, batch_size=8, lr=1e-2, eval_every=10, loss="dice+wce")
 
 
 def full_loss(model, images, masks):
@@ -107,7 +116,7 @@ def test_fit_restores_the_best_not_the_last_weights(monkeypatch, nuclei_small, t
     def progress(step):
         snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
 
-    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-2, eval_every=2)
+    cfg = legacy(steps=6, batch_size=4, lr=1e-2, eval_every=2)
     result = fit(model, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), progress=progress)
 
     assert sorted(snapshots) == [1, 2, 3, 4, 5, 6]
@@ -129,22 +138,22 @@ def test_fit_checkpoint_last_keeps_the_final_weights(monkeypatch, nuclei_small, 
     def progress(step):
         snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
 
-    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-2, eval_every=2, checkpoint="last")
+    cfg = legacy(steps=6, batch_size=4, lr=1e-2, eval_every=2, checkpoint="last")
     result = fit(model, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), progress=progress)
     assert result.best_step == 6 and result.best_val == 0.5
     assert states_equal(model.state_dict(), snapshots[6])
 
     dice_seq = iter([0.7])
-    cfg = TrainConfig(steps=5, batch_size=4, lr=1e-2, eval_every=0, checkpoint="last")
+    cfg = legacy(steps=5, batch_size=4, lr=1e-2, eval_every=0, checkpoint="last")
     result = fit(tiny_unet(), x, y, vx, vy, cfg, torch.Generator().manual_seed(0))
     assert [h["step"] for h in result.history] == [5] and result.best_val == 0.7
     with pytest.raises(ValueError, match="checkpoint 'final' is not one of best, last"):
-        fit(tiny_unet(), x, y, vx, vy, TrainConfig(checkpoint="final"), torch.Generator())
+        fit(tiny_unet(), x, y, vx, vy, legacy(checkpoint="final"), torch.Generator())
 
 
 def test_fit_same_generator_gives_identical_weights(nuclei_small, tiny_unet):
     x, y, vx, vy = nuclei_small
-    cfg = TrainConfig(steps=4, batch_size=4, lr=1e-2, eval_every=4)
+    cfg = legacy(steps=4, batch_size=4, lr=1e-2, eval_every=4)
 
     def run(gen_seed, global_seed):
         model = tiny_unet(seed=0, dropout=0.5)  # same initial weights
@@ -162,7 +171,7 @@ def test_fit_trains_in_place_with_duplicates_and_without_augmentation(nuclei_sma
     model = tiny_unet()
     start = {k: v.clone() for k, v in model.state_dict().items()}
     xd, yd = np.concatenate([x[:2], x[:2]]), np.concatenate([y[:2], y[:2]])  # NoDelete repeats
-    cfg = TrainConfig(steps=3, batch_size=2, eval_every=100, augment=False, loss="dice")
+    cfg = legacy(steps=3, batch_size=2, eval_every=100, augment=False, loss="dice")
     result = fit(model, xd, yd, vx[:2], vy[:2], cfg, torch.Generator().manual_seed(0))
     assert [h["step"] for h in result.history] == [3]  # the last step is always evaluated
     assert result.best_step == 3
@@ -175,7 +184,7 @@ def test_fit_errors(nuclei_small, tiny_unet):
     with pytest.raises(ValueError, match="empty training set; label at least one image"):
         fit(tiny_unet(), x[:0], y[:0], vx, vy, FAST, gen)
     with pytest.raises(ValueError, match=r"unknown loss 'focal'; valid: auto, dice, wce, dice\+wce, ce"):
-        fit(tiny_unet(), x, y, vx, vy, TrainConfig(loss="focal"), gen)
+        fit(tiny_unet(), x, y, vx, vy, legacy(loss="focal"), gen)
 
 
 # ---------------------------------------------------------------- schedule and weight decay rule
@@ -192,7 +201,7 @@ def test_fit_errors(nuclei_small, tiny_unet):
     ],
 )
 def test_steps_for_the_epochs_schedule(epochs, n, batch, lo, hi, expected):
-    cfg = TrainConfig(steps=hi, min_steps=lo, epochs=epochs, batch_size=batch)
+    cfg = legacy(steps=hi, min_steps=lo, epochs=epochs, batch_size=batch)
     assert cfg.steps_for(n) == expected
 
 
@@ -216,7 +225,7 @@ def test_fit_follows_the_schedule_and_the_rule(monkeypatch):
     model = build_model("gal_cnn", in_channels=1, num_classes=3, image_size=12)
     x = np.random.default_rng(0).random((40, 1, 12, 12), dtype=np.float32)
     y = np.arange(40) % 3
-    cfg = TrainConfig(steps=500, min_steps=5, epochs=2, batch_size=8, eval_every=4, weight_decay=0.2,
+    cfg = legacy(steps=500, min_steps=5, epochs=2, batch_size=8, eval_every=4, weight_decay=0.2,
                       weight_decay_rule="per_item", augment=False)
     result = fit(model, x, y, x[:9], y[:9], cfg, torch.Generator().manual_seed(0))
     assert [h["step"] for h in result.history] == [4, 8, 10]  # ceil(2 · 40 / 8) = 10 steps
@@ -227,9 +236,72 @@ def test_fit_with_bfloat16_forward_passes_learns_and_keeps_float32_weights(nucle
     x, y, vx, vy = nuclei_small
     model = tiny_unet(dropout=0.1)
     before_loss = full_loss(model, x, y)
-    bf16 = TrainConfig(steps=30, batch_size=8, lr=1e-2, eval_every=10, loss="dice+wce", train_precision="bfloat16")
+    bf16 = legacy(steps=30, batch_size=8, lr=1e-2, eval_every=10, loss="dice+wce", train_precision="bfloat16")
     result = fit(model, x, y, vx, vy, bf16, torch.Generator().manual_seed(0))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert full_loss(model, x, y) < 0.7 * before_loss and result.best_val > 0.6
     with pytest.raises(ValueError, match="train_precision 'half' is not one of float32, bfloat16"):
-        fit(model, x, y, vx, vy, TrainConfig(train_precision="half"), torch.Generator())
+        fit(model, x, y, vx, vy, legacy(train_precision="half"), torch.Generator())
+
+
+# ---------------------------------------------------------------- the steady recipe
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    factor = train_mod.lr_factor(TrainConfig(lr_schedule="cosine", warmup=0.1), 100)
+    assert [factor(t) for t in range(3)] == pytest.approx([0.1, 0.2, 0.3])  # 10 warm-up steps
+    assert factor(9) == 1.0
+    assert factor(54) == pytest.approx(0.5)  # half-way through the 90 decay steps
+    assert factor(99) == pytest.approx(0.0, abs=1e-12)
+    assert train_mod.lr_factor(TrainConfig(lr_schedule="constant"), 100)(50) == 1.0
+
+
+def test_weight_average_by_hand():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = train_mod.WeightAverage(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # decay of the first update: min(0.9, 2 / 11)
+    d = 2 / 11
+    assert float(ema.state(model)["weight"]) == pytest.approx(d * 0 + (1 - d) * 1)
+    with ema.swapped(model):
+        assert float(model.weight) == pytest.approx(1 - d)
+    assert float(model.weight) == 1.0  # restored
+
+
+def test_steady_recipe_keeps_the_averaged_weights_and_learns(nuclei_small, tiny_unet):
+    x, y, vx, vy = nuclei_small
+    model = tiny_unet(dropout=0.1, norm="group")
+    before = full_loss(model, x, y)
+    cfg = TrainConfig(steps=40, min_steps=40, epochs=None, batch_size=8, lr=1e-2)
+    result = fit(model, x, y, vx, vy, cfg, torch.Generator().manual_seed(0))
+    assert [h["step"] for h in result.history] == [40]  # validated once, at the end
+    assert full_loss(model, x, y) < 0.8 * before
+    assert result.best_val == pytest.approx(evaluate(model, vx, vy)[1]["dice"])  # the kept weights' score
+
+
+def test_an_unlabelled_pixel_changes_neither_loss_nor_gradient():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 4))
+    weights = torch.tensor([1.0, 2.0, 3.0])
+    for name in ("dice", "wce", "dice+wce"):
+        plain = loss_fn(name, logits, target, weights)
+        assert float(plain) == float(loss_fn(name, logits, target, weights, ignore_index=None))  # nothing ignored
+        masked = target.clone()
+        masked[0, 0, 0] = 255
+        a = loss_fn(name, logits, masked, weights)
+        grad = torch.autograd.grad(a, logits)[0]
+        assert float(grad[0, :, 0, 0].abs().sum()) == 0.0  # the ignored pixel gets no gradient
+        assert torch.isfinite(a)
+    all_ignored = torch.full((2, 4, 4), 255)
+    assert float(loss_fn("wce", logits, all_ignored, weights)) == 0.0
+
+
+def test_training_config_errors():
+    for key, bad in (("optimizer", "sgd"), ("lr_schedule", "step"), ("augment_style", "mixup")):
+        with pytest.raises(ValueError, match=f"{key} '{bad}' is not one of"):
+            train_mod.check_train_config(TrainConfig(**{key: bad}))
+    with pytest.raises(ValueError, match="ema_decay=1.5"):
+        train_mod.check_train_config(TrainConfig(ema_decay=1.5))

@@ -198,7 +198,19 @@ def margin(probs_N_K_C_S):
     return _back(1.0 - (top2[:, 0] - top2[:, 1]), from_numpy)
 
 
-def std(probs_N_K_C_S, fg_class: int = 1, variance: bool = False):
+def foreground(probs_N_K_C_S: torch.Tensor, fg_class: int | None = None) -> torch.Tensor:
+    """The foreground probability of every sample ``[N, K, *spatial]``: class ``fg_class``, or with
+    ``None`` every class but the background (class 1 when C = 2, ``1 − p_0`` as the sum of classes 1..C-1
+    otherwise)."""
+    num_classes = probs_N_K_C_S.shape[2]
+    if fg_class is None:
+        return probs_N_K_C_S[:, :, 1] if num_classes == 2 else probs_N_K_C_S[:, :, 1:].sum(2)
+    if not -num_classes <= fg_class < num_classes:
+        raise ValueError(f"fg_class={fg_class} is out of range for C={num_classes} classes on axis 2")
+    return probs_N_K_C_S[:, :, fg_class]
+
+
+def std(probs_N_K_C_S, fg_class: int | None = None, variance: bool = False):
     """Spread over K of the foreground-class probability (the axon-myelin uncertainty map).
 
     The paper describes the map as the standard deviation of the MC-dropout predictions; its reference
@@ -207,7 +219,8 @@ def std(probs_N_K_C_S, fg_class: int = 1, variance: bool = False):
 
     Args:
         probs_N_K_C_S: class probabilities ``[N, K, C, *spatial]`` (numpy or torch).
-        fg_class: index on axis 2 of the foreground class.
+        fg_class: index on axis 2 of the foreground class; None: every class but the background
+            (see :func:`foreground`), so a multi-class map measures the spread of "any foreground".
         variance: return the variance instead of the standard deviation.
 
     Returns:
@@ -219,10 +232,7 @@ def std(probs_N_K_C_S, fg_class: int = 1, variance: bool = False):
         https://arxiv.org/abs/1907.05143
     """
     probs, from_numpy = _to_torch(probs_N_K_C_S)
-    num_classes = probs.shape[2]
-    if not -num_classes <= fg_class < num_classes:
-        raise ValueError(f"fg_class={fg_class} is out of range for C={num_classes} classes on axis 2")
-    fg_N_K_S = probs[:, :, fg_class]
+    fg_N_K_S = foreground(probs, fg_class)
     spread = fg_N_K_S.var(dim=1, correction=0) if variance else fg_N_K_S.std(dim=1, correction=0)
     return _back(spread, from_numpy)
 
@@ -244,7 +254,8 @@ def vote_entropy(probs_N_K_C_S):
     return _back(_entropy_over_classes(vote_share, dim=1), from_numpy)
 
 
-def fused_maps(probs_N_K_C_S, names=("max_entropy", "bald", "variation_ratio", "std"), fg_class: int = 1) -> dict:
+def fused_maps(probs_N_K_C_S, names=("max_entropy", "bald", "variation_ratio", "std"),
+               fg_class: int | None = None) -> dict:
     """Several maps from one pass over the K samples, sharing their common terms: the mean ``p̄`` (entropy,
     BALD, least confidence, margin), the per-sample entropies (BALD), the deviations from ``p̄`` (mean STD
     and ``std``) and the argmax votes (variation ratio, vote entropy). Each map equals the function of the
@@ -274,9 +285,14 @@ def fused_maps(probs_N_K_C_S, names=("max_entropy", "bald", "variation_ratio", "
         var = (probs - mean[:, None]).square().mean(dim=1)  # [N, C, *S], population variance over K
         out["mean_std"] = var.sqrt().mean(dim=1)
         if "std" in names:
-            if not -probs.shape[2] <= fg_class < probs.shape[2]:
-                raise ValueError(f"fg_class={fg_class} is out of range for C={probs.shape[2]} classes on axis 2")
-            out["std"] = var[:, fg_class].sqrt()
+            single = fg_class is not None or probs.shape[2] == 2
+            if single:  # one class's variance is already in var
+                index = 1 if fg_class is None else fg_class
+                foreground(probs[:1, :1], index)  # checks the index
+                out["std"] = var[:, index].sqrt()
+            else:
+                fg = foreground(probs)
+                out["std"] = (fg - fg.mean(dim=1, keepdim=True)).square().mean(dim=1).sqrt()
     if "variation_ratio" in names or "vote_entropy" in names:
         votes = _vote_counts_N_C_S(probs)
         out["variation_ratio"] = 1.0 - votes.amax(dim=1) / k

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
+from activeseg.acquisition.heuristics import foreground
+
 __all__ = ["REDUCTIONS", "distance_weights", "reduce_map"]
 
 REDUCTIONS = ("sum", "mean", "max", "topq_mean", "foreground_mean", "distance_weighted")
@@ -42,16 +44,17 @@ def _to_numpy(array) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-def _foreground_N_S(probs_N_K_C_S, fg_class: int) -> np.ndarray:
+def _foreground_N_S(probs_N_K_C_S, fg_class: int | None) -> np.ndarray:
     """Mean foreground probability ``p̄_fg`` over the K samples, ``[N, *spatial]`` float64."""
     if probs_N_K_C_S.ndim < 3:
         raise ValueError(f"probs must be shaped [N, K, C, *spatial], got shape {tuple(probs_N_K_C_S.shape)}")
-    num_classes = probs_N_K_C_S.shape[2]
-    if not -num_classes <= fg_class < num_classes:
-        raise ValueError(f"fg_class={fg_class} is out of range for C={num_classes} classes on axis 2")
     if isinstance(probs_N_K_C_S, torch.Tensor):
-        return _to_numpy(probs_N_K_C_S[:, :, fg_class].mean(dim=1))
-    return np.asarray(probs_N_K_C_S[:, :, fg_class], dtype=np.float64).mean(axis=1)
+        return _to_numpy(foreground(probs_N_K_C_S, fg_class).mean(dim=1))
+    probs = np.asarray(probs_N_K_C_S, dtype=np.float64)
+    if fg_class is None and probs.shape[2] > 2:
+        return probs[:, :, 1:].sum(2).mean(axis=1)
+    foreground(probs_N_K_C_S[:1, :1], fg_class)  # checks the index
+    return probs[:, :, 1 if fg_class is None else fg_class].mean(axis=1)
 
 
 def distance_weights(mask_S: np.ndarray) -> np.ndarray:
@@ -95,7 +98,7 @@ def reduce_map(
     probs_N_K_C_S=None,
     *,
     q: float = 0.1,
-    fg_class: int = 1,
+    fg_class: int | None = None,
     threshold: float = 0.5,
 ) -> np.ndarray:
     """Reduces an uncertainty map to one score per item.
@@ -109,7 +112,7 @@ def reduce_map(
             probability ``p̄_fg``.
         q: fraction of pixels averaged by ``topq_mean``, in ``(0, 1]``; ``ceil(q · pixels)`` pixels,
             at least one.
-        fg_class: foreground class index on axis 2 of ``probs_N_K_C_S``.
+        fg_class: foreground class index on axis 2 of ``probs_N_K_C_S``; None: every class but the background.
         threshold: a pixel is foreground when ``p̄_fg >= threshold``.
 
     Returns:

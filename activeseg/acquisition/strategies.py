@@ -127,7 +127,8 @@ class UncertaintyStrategy:
         heuristic: key of ``HEURISTICS``.
         reduction: one of ``REDUCTIONS``.
         q: fraction of pixels for ``topq_mean``.
-        fg_class: foreground class index, used by the ``std`` map and the foreground reductions.
+        fg_class: foreground class index, used by the ``std`` map and the foreground reductions; None: every
+            class but the background (class 1 of a binary task).
         threshold: foreground threshold on ``p̄_fg`` for the foreground reductions.
         variance: with ``heuristic="std"``, use the variance instead of the standard deviation.
         sampling: ``top_k`` (default), or sample the batch ∝ the scores: ``power``, ``softmax``, ``rank``
@@ -139,7 +140,7 @@ class UncertaintyStrategy:
     heuristic: str
     reduction: str
     q: float = 0.1
-    fg_class: int = 1
+    fg_class: int | None = None
     threshold: float = 0.5
     variance: bool = False
     sampling: str = "top_k"

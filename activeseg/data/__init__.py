@@ -1,13 +1,15 @@
-"""Datasets: the bundled real nuclei and MNIST sets, a lab's folder of images + masks, splits and the pool."""
+"""Datasets: the bundled real nuclei (nuclei, nuclei3, scratch, nuclei_grouped) and MNIST sets, a lab's folder
+of images + masks, splits and the pool."""
 
 from activeseg.data.dataset import ImageDataset
 from activeseg.data.folder import DatasetError, load_folder, read_folder
 from activeseg.data.mnist import load_mnist
-from activeseg.data.nuclei import load_nuclei
+from activeseg.data.nuclei import load_nuclei, load_nuclei3, load_nuclei_grouped, load_scratch
 from activeseg.data.pool import Pool
 from activeseg.data.split import Split, make_split
 
-DATASETS = {"nuclei": load_nuclei, "mnist": load_mnist}
+DATASETS = {"nuclei": load_nuclei, "nuclei_grouped": load_nuclei_grouped, "nuclei3": load_nuclei3,
+            "scratch": load_scratch, "mnist": load_mnist}
 
 
 def load_dataset(name: str, patch_size: int = 64, quiet: bool = False) -> ImageDataset:
@@ -24,4 +26,5 @@ def load_dataset(name: str, patch_size: int = 64, quiet: bool = False) -> ImageD
 
 
 __all__ = ["DATASETS", "DatasetError", "Pool", "ImageDataset", "Split", "load_dataset", "load_folder",
-           "load_mnist", "load_nuclei", "make_split", "read_folder"]
+           "load_mnist", "load_nuclei", "load_nuclei3", "load_nuclei_grouped", "load_scratch", "make_split",
+           "read_folder"]

@@ -1,4 +1,5 @@
-"""Random shift, rotation, flip and zoom for training batches (images and masks together)."""
+"""Training augmentations of images and masks together: random affine (shift, rotation, flip, zoom) or
+the dihedral group (flips, 90° rotations) with gamma."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+
+def _check_2d(images: torch.Tensor) -> None:
+    if images.ndim != 4:
+        raise ValueError(f"augmentation transforms 2-D images; these have {images.ndim - 2} spatial "
+                         "dimensions: turn it off (--no-augment) until 3-D augmentation exists")
 
 
 def augment_batch(
@@ -33,9 +40,7 @@ def augment_batch(
     Returns:
         (augmented images, augmented masks or None) of the input shapes and dtypes.
     """
-    if images_B_C_H_W.ndim != 4:
-        raise ValueError(f"augmentation transforms 2-D images; these have {images_B_C_H_W.ndim - 2} spatial "
-                         "dimensions: turn it off (--no-augment) until 3-D augmentation exists")
+    _check_2d(images_B_C_H_W)
     b = images_B_C_H_W.shape[0]
     dev = images_B_C_H_W.device
 
@@ -62,3 +67,41 @@ def augment_batch(
         masks_B_H_W[:, None].float(), grid, mode="nearest", padding_mode="reflection", align_corners=False
     )[:, 0].to(masks_B_H_W.dtype)
     return images, masks
+
+
+def dihedral_batch(
+    images_B_C_H_W: torch.Tensor,
+    masks_B_H_W: torch.Tensor | None,
+    generator: torch.Generator,
+    gamma: tuple[float, float] = (0.7, 1.5),
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One random element of the dihedral group (horizontal and vertical flips and a transpose: the 8
+    flips and 90° rotations of a square) per item, and a random intensity gamma.
+
+    Nothing is resampled, so masks keep their exact pixels; the gamma ``x ** g`` with ``log g`` uniform
+    in ``log gamma`` applies to images in [0, 1] (the dataset's normalisation). A non-square batch is only
+    flipped. All randomness comes from ``generator``.
+
+    Returns:
+        (augmented images, augmented masks or None) of the input shapes and dtypes.
+    """
+    _check_2d(images_B_C_H_W)
+    b = images_B_C_H_W.shape[0]
+    draws = torch.rand(b, 4, generator=generator).to(images_B_C_H_W.device)
+    x, y = images_B_C_H_W, masks_B_H_W
+    square = x.shape[-1] == x.shape[-2]
+    for j, op in enumerate((lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2))):
+        if j == 2 and not square:
+            break
+        on = draws[:, j] < 0.5
+        x = torch.where(on[:, None, None, None], op(x), x)
+        if y is not None:
+            y = torch.where(on[:, None, None], op(y), y)
+    lo, hi = math.log(gamma[0]), math.log(gamma[1])
+    g = torch.exp(lo + (hi - lo) * draws[:, 3])
+    x = x.clamp_min(0.0) ** g[:, None, None, None].to(x.dtype)
+    return x, y
+
+
+AUGMENTATIONS = {"affine": augment_batch, "dihedral": dihedral_batch}
+"""Training augmentations by ``augment_style`` name; each maps (images, masks or None, generator) to both."""

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+IGNORE_INDEX = 255
+"""The default mask value for "not labelled": the loss and the metrics skip these pixels."""
+
 
 def task_of(targets: np.ndarray) -> str:
     """``"classification"`` for labels ``[N]``, ``"segmentation"`` for masks ``[N, H, W]``."""
@@ -28,6 +31,12 @@ class ImageDataset:
         num_classes: C, the number of classes (2 for binary segmentation).
         official_test: dataset indices of a standard test set (e.g. MNIST's 10,000), or None; when
             given, splits test on exactly these items.
+        official_val: dataset indices of a fixed validation set (a spatial split's validation strips), or
+            None (validation is then drawn from the rest).
+        class_names: C names (``background`` first), or None.
+        ignore_index: the target value that means "not labelled" (loss and metrics skip those pixels).
+        boxes: ``[N, 2·d]`` int where each item lies in its source image: ``(y0, x0, y1, x1)`` in 2-D
+            (half-open), or None.
     """
 
     images: np.ndarray
@@ -36,6 +45,10 @@ class ImageDataset:
     groups: np.ndarray
     num_classes: int = 2
     official_test: np.ndarray | None = None
+    official_val: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
+    ignore_index: int = IGNORE_INDEX
+    boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -46,6 +59,10 @@ class ImageDataset:
             )
         if self.images.ndim < 4:
             raise ValueError(f"images must be [N, C, H, W] (or [N, C, D, H, W]), got shape {self.images.shape}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if self.boxes is not None and len(self.boxes) != n:
+            raise ValueError(f"{len(self.boxes)} boxes for {n} items")
         if self.targets.ndim not in (1, self.images.ndim - 1):
             raise ValueError(f"targets must be [N] class labels or [N, *spatial] masks matching images "
                              f"{self.images.shape}, got shape {self.targets.shape}")
@@ -69,16 +86,21 @@ class ImageDataset:
 
     def subset(self, idx: np.ndarray) -> ImageDataset:
         idx = np.asarray(idx, dtype=np.int64)
-        official = None
-        if self.official_test is not None:  # re-index the standard test items that the subset keeps
-            official = np.flatnonzero(np.isin(idx, self.official_test))
+
+        def keep(fixed):  # re-index the fixed test / validation items that the subset keeps
+            return None if fixed is None else np.flatnonzero(np.isin(idx, fixed))
+
         return ImageDataset(
             self.images[idx],
             self.targets[idx],
             [self.item_ids[i] for i in idx],
             self.groups[idx],
             self.num_classes,
-            official,
+            keep(self.official_test),
+            keep(self.official_val),
+            self.class_names,
+            self.ignore_index,
+            None if self.boxes is None else self.boxes[idx],
         )
 
 
@@ -151,8 +173,9 @@ def pad_to_multiple(image_C_S: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(image_C_S, [(0, 0), *pads], mode=mode)
 
 
-def tile_images(names, images, masks, patch_size: int, groups) -> ImageDataset:
-    """Binary patches of the images ``[C, *S]`` and masks ``[*S]`` (tiled by ``tile_pairs``), the item ids
+def tile_images(names, images, masks, patch_size: int, groups, num_classes: int = 2,
+                class_names: tuple[str, ...] | None = None) -> ImageDataset:
+    """Patches of the images ``[C, *S]`` and class masks ``[*S]`` (tiled by ``tile_pairs``), the item ids
     ``<name>_r<row>_c<col>`` and each image's group: a number, or a function of the tile's grid position."""
     tile_imgs, tile_masks, ids, group_of = [], [], [], []
     for name, img, mask, g in zip(names, images, masks, groups, strict=True):
@@ -162,4 +185,4 @@ def tile_images(names, images, masks, patch_size: int, groups) -> ImageDataset:
             ids.append(f"{name}_{tile_name(pos)}")
             group_of.append(g(*pos) if callable(g) else g)
     return ImageDataset(np.stack(tile_imgs).astype(np.float32), np.stack(tile_masks), ids, np.asarray(group_of),
-                        num_classes=2)
+                        num_classes=num_classes, class_names=None if class_names is None else tuple(class_names))

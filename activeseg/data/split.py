@@ -67,6 +67,9 @@ def _official_split(dataset: ImageDataset, split_seed: int, val_frac: float, val
     """(available, val, test) when the dataset has a standard test set; validation drawn from the rest."""
     test = np.sort(np.asarray(dataset.official_test, dtype=np.int64))
     rest = np.setdiff1d(np.arange(len(dataset)), test)
+    if dataset.official_val is not None:  # a fixed validation set (spatial splits)
+        val = np.sort(np.asarray(dataset.official_val, dtype=np.int64))
+        return np.setdiff1d(rest, val), val, test
     n_val = val_size if val_size is not None else int(round(val_frac * len(rest)))
     if not 0 < n_val < len(rest):
         raise ValueError(f"val_size={n_val} must be between 1 and {len(rest) - 1} (items outside the test set)")
@@ -105,11 +108,13 @@ def make_split(
     max_pool: int | None = None,
     val_size: int | None = None,
     balanced: bool = False,
+    initial_source: str | None = None,
 ) -> Split:
     """Split once by ``split_seed`` (fixed across runs) and draw the initial set by ``run_seed``.
 
-    A dataset with an ``official_test`` set (MNIST) is tested on exactly that set, and its validation
-    set is ``val_size`` items (else ``val_frac`` of the rest) drawn by ``split_seed``; other datasets
+    A dataset with an ``official_test`` set (MNIST, the spatial splits of ``nuclei3``) is tested on exactly
+    that set, and validated on its ``official_val`` set when it has one, else on ``val_size`` items (else
+    ``val_frac`` of the rest) drawn by ``split_seed``; other datasets
     are split by whole groups (see ``split_groups``).
 
     Args:
@@ -119,6 +124,8 @@ def make_split(
         val_size: validation items for a dataset with an official test set (Gal et al.: 100).
         balanced: draw the initial set with the same number of items per class (Gal et al.: 2 per
             digit); classification only.
+        initial_source: draw the initial set from the items of this source only (item-id prefix); the
+            pool keeps every source.
     """
     if dataset.official_test is not None:
         available, val, test = _official_split(dataset, split_seed, val_frac, val_size)
@@ -131,6 +138,14 @@ def make_split(
         raise ValueError(
             f"n_initial={n_initial} leaves no pool: only {len(available)} items are available for training"
         )
-    initial = _initial(available, dataset.targets, n_initial, balanced, np.random.default_rng(run_seed))
+    candidates = available
+    if initial_source is not None:
+        sources = np.array([_source(dataset.item_ids[i]) for i in available])
+        candidates = available[sources == initial_source]
+        if len(candidates) < n_initial:
+            known = sorted({_source(i) for i in dataset.item_ids})
+            raise ValueError(f"initial_source '{initial_source}' has {len(candidates)} training items, fewer than "
+                             f"initial={n_initial}; sources: {', '.join(known)}")
+    initial = _initial(candidates, dataset.targets, n_initial, balanced, np.random.default_rng(run_seed))
     pool = np.setdiff1d(available, initial)
     return Split(initial=initial, pool=pool, val=val, test=test)

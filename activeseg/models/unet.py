@@ -1,7 +1,7 @@
 """2-D U-Net with dropout after every max-pool, for MC-dropout uncertainty.
 
 Follows the axon-myelin active-learning U-Net (dropout after each max-pooling layer so that keeping
-dropout on at test time samples the approximate posterior) with batch norm and ReLU; residual blocks
+dropout on at test time samples the approximate posterior) with batch norm (or GroupNorm) and ReLU; residual blocks
 are optional. Output: logits ``[N, C, H, W]``; binary segmentation uses C = 2 with softmax.
 
 References:
@@ -11,21 +11,34 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+NORMS = ("batch", "group")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """Batch norm, or GroupNorm with groups of 2+ channels (at most 8 groups; steady at small batches)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels) if channels >= 2 else 1, channels)
+    raise ValueError(f"norm '{kind}' is not one of {', '.join(NORMS)}")
+
 
 class ConvBlock(nn.Module):
-    """Two 3×3 conv – batch norm – ReLU layers; with ``residual`` a 1×1 projection skip is added."""
+    """Two 3×3 conv – norm – ReLU layers; with ``residual`` a 1×1 projection skip is added."""
 
-    def __init__(self, in_ch: int, out_ch: int, residual: bool = False) -> None:
+    def __init__(self, in_ch: int, out_ch: int, residual: bool = False, norm: str = "batch") -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_ch),
+            norm_layer(norm, out_ch),
             nn.ReLU(inplace=True),
             nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_ch),
+            norm_layer(norm, out_ch),
         )
         self.skip = None
         if residual:
@@ -49,6 +62,7 @@ class UNet(nn.Module):
         base_filters: filters of the first level, doubled at each level.
         dropout: rate of the dropout after every max-pool (0 disables MC dropout).
         residual: residual conv blocks.
+        norm: ``batch`` (batch norm) or ``group`` (GroupNorm).
         spatial_dims: spatial rank of the data (2: images).
     """
 
@@ -61,6 +75,7 @@ class UNet(nn.Module):
         dropout: float = 0.2,
         residual: bool = False,
         spatial_dims: int = 2,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if spatial_dims != 2:
@@ -75,16 +90,16 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         prev = in_channels
         for c in chans[:-1]:
-            self.down.append(ConvBlock(prev, c, residual))
+            self.down.append(ConvBlock(prev, c, residual, norm))
             prev = c
         self.pool = nn.MaxPool2d(2)
         self.drops = nn.ModuleList(nn.Dropout(dropout) for _ in range(depth))
-        self.bottom = ConvBlock(chans[-2], chans[-1], residual)
+        self.bottom = ConvBlock(chans[-2], chans[-1], residual, norm)
         self.up = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for i in reversed(range(depth)):
             self.up.append(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2))
-            self.up_blocks.append(ConvBlock(2 * chans[i], chans[i], residual))
+            self.up_blocks.append(ConvBlock(2 * chans[i], chans[i], residual, norm))
         self.head = nn.Conv2d(chans[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

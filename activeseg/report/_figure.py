@@ -16,7 +16,8 @@ def new_figure(width_in: float, height_in: float, dpi: int = 100):
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
-            "activeseg reports need matplotlib; install it with `pip install 'activeseg[plots]'`"
+            "activeseg draws its figures with matplotlib, a dependency of activeseg; reinstall it with "
+            "`pip install activeseg` (or `pip install matplotlib`)"
         ) from None
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
     FigureCanvasAgg(fig)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from activeseg.report.curves import plot_learning_curves, uses_no_delete
+from activeseg.report.curves import detail_metrics, plot_learning_curves, plot_metric_panels, uses_no_delete
 from activeseg.report.page import render_page
 from activeseg.report.runs import find_runs
 from activeseg.report.summary import summarize
@@ -49,6 +49,9 @@ def build_report(
     if uses_no_delete(finished):  # NoDelete: the same scores against the training set that was used
         extra.append(plot_learning_curves(finished, out / "learning_curve_train_size.png", metric=summary["metric"],
                                           target_fraction=target_fraction, x="train_size"))
+    details = detail_metrics(finished)
+    if details:  # multi-class, multi-source or nuclei runs: a panel per class, source and instance score
+        extra.append(plot_metric_panels(finished, out / "learning_curves_detail.png", details))
     views = []
     dist = plot_uncertainty_distribution(finished, out / "uncertainty_distribution.png")
     if dist is not None:

@@ -114,3 +114,54 @@ def plot_learning_curves(
         ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     return save_png(fig, out_png)
+
+
+def detail_metrics(runs: Sequence[Run]) -> list[str]:
+    """The test metrics beyond the headline one that every run records: per-class Dice (``dice_<class>``),
+    mIoU, instance F1, AJI and each source's Dice (``dice@<source>``), in that order."""
+    keys = None
+    for run in runs:
+        for rec in run.records:
+            have = set(rec.get("test") or {})
+            keys = have if keys is None else keys & have
+    keys = keys or set()
+    order = (sorted(k for k in keys if k.startswith("dice_")) + [k for k in ("miou", "instance_f1", "aji") if k in keys]
+             + sorted(k for k in keys if k.startswith("dice@")))
+    return order if len(order) > 1 or any(k.startswith("dice_") for k in order) else []
+
+
+def plot_metric_panels(runs: Sequence[Run], out_png: str | Path, metrics: Sequence[str], level: float = 0.9,
+                       x: str = "n_annotations") -> Path:
+    """Small multiples: one panel per test metric (per class, per source, instance scores), one line per
+    strategy with its ``level`` band over seeds; save a PNG."""
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError("no metrics to draw; pass the test metrics the ledgers hold (e.g. dice_boundary)")
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig = new_figure(4.2 * cols, 3.2 * rows, dpi=110)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    groups = group_by_strategy(runs)
+    for ax, metric in zip(axes, metrics, strict=False):
+        for strategy, group in groups.items():
+            n_annotations_R, values_S_R = curve_matrix(group, metric, "test", x)
+            if n_annotations_R.size == 0:
+                continue
+            mean_R, lo_R, hi_R = mean_band(values_S_R, level)
+            (line,) = ax.plot(n_annotations_R, mean_R, marker="o", markersize=2, label=strategy)
+            if len(group) > 1:
+                ax.fill_between(n_annotations_R, np.clip(lo_R, 0, 1), np.clip(hi_R, 0, 1), color=line.get_color(),
+                                alpha=0.15, linewidth=0)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"test {metric}", fontsize="small")
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize="x-small")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize="x-small", loc="lower center", ncol=min(len(labels), 8))
+    fig.suptitle(f"per class, source and instance ({X_AXES[x]}, log2 axis; {level:.0%} band over seeds)",
+                 fontsize="small")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    return save_png(fig, out_png)

@@ -1,4 +1,8 @@
-"""Uncertainty heatmaps: what the model predicts on an item and where it is unsure."""
+"""Uncertainty heatmaps: what the model predicts on an item and where it is unsure.
+
+A binary prediction is shown as the foreground probability; a multi-class one as the predicted class map
+in a fixed class colour map (background uncoloured) with the class names in a legend.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,22 @@ def _check_shapes(image, fg_prob_H_W, uncertainty_H_W, mask_H_W) -> tuple[int, i
     return hw
 
 
+CLASS_COLOURS = ((0.0, 0.0, 0.0), (0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16),
+                 (0.58, 0.4, 0.74), (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.5, 0.5, 0.5), (0.74, 0.74, 0.13))
+"""RGB of classes 0, 1, 2, ... (cycled after 9 foreground classes); class 0 (background) is not drawn."""
+
+
+def class_colours(class_map_H_W: np.ndarray) -> np.ndarray:
+    """``[H, W, 4]`` RGBA of a class map: each foreground class in its colour, background transparent."""
+    cls = np.asarray(class_map_H_W, dtype=np.int64)
+    top = int(cls.max(initial=0))
+    table = np.array([CLASS_COLOURS[0]] + [CLASS_COLOURS[1 + (c - 1) % 9] for c in range(1, top + 1)])
+    rgba = np.zeros((*cls.shape, 4))
+    rgba[..., :3] = table[np.clip(cls, 0, len(table) - 1)]
+    rgba[..., 3] = np.where(cls > 0, 0.6, 0.0)
+    return rgba
+
+
 def save_overlay(
     path: str | Path,
     image: np.ndarray,
@@ -48,16 +68,20 @@ def save_overlay(
     uncertainty_H_W: np.ndarray,
     title: str = "",
     mask_H_W: np.ndarray | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> Path:
-    """Write a PNG with four panels: image, foreground probability, uncertainty, uncertainty on image.
+    """Write a PNG with four panels: image, prediction, uncertainty, uncertainty on image.
 
     Args:
         path: the PNG to write (parent folders are created).
         image: ``[H, W]`` gray or ``[H, W, 3]`` RGB, any numeric range (scaled for display).
-        fg_prob_H_W: predicted foreground probability in [0, 1].
+        fg_prob_H_W: predicted foreground probability in [0, 1], or the mean class probabilities
+            ``[C, H, W]``: C = 2 shows the foreground's, C > 2 the argmax class map on the image.
         uncertainty_H_W: the strategy's per-pixel uncertainty map (any scale; a colorbar shows it).
         title: figure title, e.g. the item id and strategy.
-        mask_H_W: optional ground truth, drawn as a contour on the probability panel.
+        mask_H_W: optional ground truth, drawn as a contour of its foreground (255 = not labelled is not
+            foreground) on the prediction panel.
+        class_names: names of the C classes for the class map's legend.
 
     Returns:
         ``path`` as a ``Path``.
@@ -67,6 +91,11 @@ def save_overlay(
     """
     image = np.asarray(image)
     fg_prob_H_W = np.asarray(fg_prob_H_W, dtype=np.float64)
+    class_map = None
+    if fg_prob_H_W.ndim == 3:  # mean class probabilities [C, H, W]
+        probs = fg_prob_H_W
+        class_map = probs.argmax(0) if probs.shape[0] > 2 else None
+        fg_prob_H_W = probs[1:].sum(0)
     uncertainty_H_W = np.asarray(uncertainty_H_W, dtype=np.float64)
     mask_H_W = None if mask_H_W is None else np.asarray(mask_H_W)
     _check_shapes(image, fg_prob_H_W, uncertainty_H_W, mask_H_W)
@@ -76,13 +105,26 @@ def save_overlay(
     axes = fig.subplots(1, 4)
     axes[0].imshow(shown, cmap=cmap)
     axes[0].set_title("image")
-    prob = axes[1].imshow(fg_prob_H_W, cmap="viridis", vmin=0, vmax=1)
-    fig.colorbar(prob, ax=axes[1], fraction=0.046, pad=0.04)
-    if mask_H_W is not None and np.any(mask_H_W > 0) and np.any(mask_H_W <= 0):
-        axes[1].contour((mask_H_W > 0).astype(float), levels=[0.5], colors="red", linewidths=0.8)
-        axes[1].set_title("foreground prob. (red: truth)")
+    if class_map is None:
+        prob = axes[1].imshow(fg_prob_H_W, cmap="viridis", vmin=0, vmax=1)
+        fig.colorbar(prob, ax=axes[1], fraction=0.046, pad=0.04)
+        what = "foreground prob."
     else:
-        axes[1].set_title("foreground probability")
+        axes[1].imshow(shown, cmap=cmap)
+        axes[1].imshow(class_colours(class_map))
+        names = class_names or tuple(f"class {c}" for c in range(int(class_map.max(initial=0)) + 1))
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=class_colours(np.array([[c]]))[0, 0, :3], label=names[c])
+                   for c in range(1, len(names))]
+        axes[1].legend(handles=handles, loc="lower left", fontsize="x-small", framealpha=0.7)
+        what = "predicted classes"
+    truth = None if mask_H_W is None else ((mask_H_W > 0) & (mask_H_W != 255))
+    if truth is not None and np.any(truth) and np.any(~truth):
+        axes[1].contour(truth.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+        axes[1].set_title(f"{what} (red: truth)")
+    else:
+        axes[1].set_title("foreground probability" if class_map is None else what)
     unc = np.nan_to_num(uncertainty_H_W)
     heat = axes[2].imshow(unc, cmap="inferno")
     fig.colorbar(heat, ax=axes[2], fraction=0.046, pad=0.04)
@@ -99,12 +141,14 @@ def save_overlay(
     return save_png(fig, path)
 
 
-def save_item_overlay(path: str | Path, image_C_S: np.ndarray, fg_prob: np.ndarray, uncertainty: np.ndarray,
-                      title: str = "", mask: np.ndarray | None = None) -> Path:
-    """:func:`save_overlay` of a channel-first item ``[C, *S]`` as the data holds it (gray or RGB)."""
+def save_item_overlay(path: str | Path, image_C_S: np.ndarray, probs: np.ndarray, uncertainty: np.ndarray,
+                      title: str = "", mask: np.ndarray | None = None,
+                      class_names: tuple[str, ...] | None = None) -> Path:
+    """:func:`save_overlay` of a channel-first item ``[C, *S]`` as the data holds it (gray or RGB), with its
+    mean class probabilities ``probs`` ``[C, *S]`` (or a foreground probability ``[*S]``)."""
     spatial = image_C_S.ndim - 1
     if spatial != 2:
         raise ValueError(f"heatmaps draw 2-D images; this item has {spatial} spatial dimensions "
                          f"(shape {image_C_S.shape})")
     shown = image_C_S[0] if image_C_S.shape[0] == 1 else np.moveaxis(image_C_S, 0, -1)
-    return save_overlay(path, shown, fg_prob, uncertainty, title=title, mask_H_W=mask)
+    return save_overlay(path, shown, probs, uncertainty, title=title, mask_H_W=mask, class_names=class_names)

@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 
 from activeseg.report.runs import Run
-from activeseg.report.tables import best_val_table, main_table, notes, timing_table
+from activeseg.report.tables import best_val_table, main_table, notes, targets_table, timing_table
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em; color: #222; }
@@ -85,7 +85,9 @@ def render_page(summary: dict, curve_png: Path, runs: list[Run], more_curves: li
         "<h2>Summary</h2>",
         _table(*main_table(summary)),
         "<ul>" + "".join(f"<li>{escape(note)}</li>" for note in notes(summary)) + "</ul>",
-        "<h2>At the best-validation round</h2>",
+        "<h2>Annotations to each target</h2>",
+        _table(*targets_table(summary)),
+        "<h2>At the best-validation round (secondary)</h2>",
         _table(*best_val_table(summary)),
         "<h2>Learning curves</h2>",
         f"<figure>{_img(curve_png, 'learning curves')}</figure>",

@@ -1,6 +1,11 @@
 """The numbers that compare strategies: the final test score, area under the learning curve,
-annotations to a target, a paired test against random, and time per phase. Plain dicts, JSON-safe
-(None, never NaN).
+annotations to targets, the seed-paired comparison with random, and time per phase. Plain dicts,
+JSON-safe (None, never NaN).
+
+The unit of a comparison is the seed (:mod:`activeseg.statistics`): each strategy's per-seed AULC on a
+log2-budget axis is paired with random's of the same seed. The per-item Wilcoxon test
+(:func:`wilcoxon_vs`, pooling (seed, test item) pairs, which are not independent) is kept as a secondary
+number only.
 
 The score is the task's primary metric: Dice for segmentation runs, accuracy for classification runs
 (keys such as ``final_test_dice_mean`` / ``final_test_accuracy_mean`` name it).
@@ -13,12 +18,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from activeseg.metrics import annotations_to_target, area_under_curve, best_round, efficiency_ratio, wilcoxon_paired
+from activeseg import statistics as st
+from activeseg.metrics import area_under_curve, best_round, wilcoxon_paired
 from activeseg.report.runs import Run, group_by_strategy, references_by_seed
 
 PHASES = ("train", "evaluate", "score", "select")
 BASELINE = "random"
 METRICS = ("dice", "accuracy")  # what a segmentation / classification ledger records per round
+EXTRA_FRACTIONS = (0.90,)  # secondary targets, beside the primary target_fraction
+DELTA = 0.01  # the AULC difference the seeds-needed calculation is for
+LEVEL = 0.95  # every CI's coverage
 
 
 def run_metric(run: Run) -> str:
@@ -35,28 +44,35 @@ def _num(x) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for one value) of the non-None values."""
-    finite = np.array([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    if finite.size == 0:
-        return None, None
-    sd = float(np.std(finite, ddof=1)) if finite.size > 1 else 0.0
-    return float(np.mean(finite)), sd
-
-
 def _rounds(run: Run) -> list[dict]:
     return sorted(run.records, key=lambda rec: rec["round"])
 
 
-def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice", target: float | None = None) -> dict:
-    """One seed's final test ``metric``, AULC and annotations to ``target_fraction`` of its reference
-    (or to the absolute score ``target`` when given)."""
+def target_specs(target_fraction: float = 0.95, target: float | None = None,
+                 extra_fractions: Sequence[float] = EXTRA_FRACTIONS) -> list[dict]:
+    """The report's targets, the first the primary: ``{"fraction", "target"}``, one of them None (the
+    absolute ``target`` alone, or ``target_fraction`` and then ``extra_fractions`` of the reference)."""
+    if target is not None:
+        return [{"fraction": None, "target": float(target)}]
+    fractions = dict.fromkeys([float(target_fraction), *map(float, extra_fractions)])
+    return [{"fraction": f, "target": None} for f in fractions]
+
+
+def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice", target: float | None = None,
+                 aulc_range: tuple[float, float] | None = None,
+                 extra_fractions: Sequence[float] = EXTRA_FRACTIONS) -> dict:
+    """One seed's final test ``metric``, AULC (linear and, over ``aulc_range``, log2) and annotations to
+    each target (:func:`target_specs`; a fraction of the seed's own full-pool reference, or absolute),
+    reached where the smoothed curve stays above it (:func:`annotations_to_stable_target`)."""
     records = _rounds(run)
     n_annotations_R = [rec["n_annotations"] for rec in records]
     score_R = [np.nan if rec["test"][metric] is None else rec["test"][metric] for rec in records]
     ref = _num((run.reference or {}).get(f"test_{metric}"))
-    if target is None:
-        target = None if ref is None else target_fraction * ref
+    targets = []
+    for spec in target_specs(target_fraction, target, extra_fractions):
+        value = spec["target"] if spec["fraction"] is None else None if ref is None else spec["fraction"] * ref
+        reach = None if value is None else st.annotations_to_stable_target(n_annotations_R, score_R, value)
+        targets.append({"target": value, "annotations": reach})
     best = records[best_round([rec["val"][metric] for rec in records])]
     pool_size = best.get("pool_size")
     return {
@@ -65,11 +81,11 @@ def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice", 
         "final_n_annotations": int(n_annotations_R[-1]),
         f"final_test_{metric}": _num(score_R[-1]),
         "aulc": _num(area_under_curve(n_annotations_R, score_R)),
+        "aulc_log2": None if aulc_range is None else _num(st.aulc_log2(n_annotations_R, score_R, *aulc_range)),
         f"reference_test_{metric}": ref,
-        "target": target,
-        "annotations_to_target": (
-            None if target is None else annotations_to_target(n_annotations_R, score_R, target)
-        ),
+        "target": targets[0]["target"],
+        "annotations_to_target": targets[0]["annotations"],
+        "targets": targets,
         "best_val_round": int(best["round"]),
         f"best_val_{metric}": _num(best["val"][metric]),
         f"test_{metric}_at_best_val": _num(best["test"][metric]),
@@ -103,19 +119,13 @@ def wilcoxon_vs(group: Sequence[Run], baseline: Sequence[Run], metric: str = "di
         if x is None or y is None:
             continue
         if x.shape != y.shape:
-            warnings.warn(
-                f"{run.label} and {base.label} were tested on different numbers of items "
-                f"({x.size} vs {y.size}); seed {run.seed} is left out of the paired test",
-                stacklevel=2,
-            )
+            warnings.warn(f"{run.label} and {base.label} were tested on different numbers of items "
+                          f"({x.size} vs {y.size}); seed {run.seed} is left out of the paired test", stacklevel=2)
             continue
         last, last_base = _rounds(run)[-1]["round"], _rounds(base)[-1]["round"]
         if at == "final" and last != last_base:
-            warnings.warn(
-                f"{run.label} ends at round {last} but {base.label} at {last_base}; "
-                "the paired test compares unequal budgets",
-                stacklevel=2,
-            )
+            warnings.warn(f"{run.label} ends at round {last} but {base.label} at {last_base}; "
+                          "the paired test compares unequal budgets", stacklevel=2)
         a.append(x)
         b.append(y)
     if not a:
@@ -138,52 +148,102 @@ def seconds_per_round(group: Sequence[Run]) -> dict[str, float | None]:
     return out
 
 
+def _target_rows(per_seed: list[dict], base: dict[int, dict] | None, specs: list[dict], n_resamples: int,
+                 seed: int) -> list[dict]:
+    """Per target: seeds with a target, seeds that reached it, their mean annotations, and the efficiency
+    against random (None without a baseline) over the seeds paired with it."""
+    rows = []
+    for t, spec in enumerate(specs):
+        with_target = [p for p in per_seed if p["targets"][t]["target"] is not None]
+        reached = [p["targets"][t]["annotations"] for p in with_target if p["targets"][t]["annotations"] is not None]
+        eff = None
+        if base is not None:
+            paired = [(base[p["seed"]]["targets"][t], p["targets"][t]) for p in with_target if p["seed"] in base]
+            paired = [(b["annotations"], a["annotations"]) for b, a in paired if b["target"] is not None]
+            eff = st.efficiency([b for b, _ in paired], [a for _, a in paired], n_resamples, seed=seed)
+        rows.append({**spec, "seeds": len(with_target), "reached": len(reached),
+                     "annotations_mean": st.mean_sd(reached)[0], "efficiency": eff})
+    return rows
+
+
 def strategy_summary(
     group: Sequence[Run], baseline: Sequence[Run] | None, target_fraction: float = 0.95, metric: str = "dice",
-    target: float | None = None,
+    target: float | None = None, *, aulc_range: tuple[float, float] | None = None,
+    extra_fractions: Sequence[float] = EXTRA_FRACTIONS, delta: float = DELTA, n_resamples: int = st.N_RESAMPLES,
+    seed: int = 0,
 ) -> dict:
-    """Per-seed numbers of one strategy and their mean/sd over seeds."""
-    per_seed = [seed_summary(run, target_fraction, metric, target) for run in group]
-    final_mean, final_sd = _mean_sd([p[f"final_test_{metric}"] for p in per_seed])
-    aulc_mean, aulc_sd = _mean_sd([p["aulc"] for p in per_seed])
-    with_target = [p for p in per_seed if p["target"] is not None]
-    reached = [p["annotations_to_target"] for p in with_target if p["annotations_to_target"] is not None]
+    """Per-seed numbers of one strategy, their mean/sd over seeds, and (with a ``baseline``) the
+    seed-paired comparison of AULC(log2) (:func:`activeseg.statistics.paired_comparison`; ``p_holm`` is
+    filled in by :func:`summarize`) and the efficiency at each target."""
+    args = (target_fraction, metric, target, aulc_range, extra_fractions)
+    per_seed = [seed_summary(run, *args) for run in group]
+    base = None if baseline is None else {p["seed"]: p for p in (seed_summary(r, *args) for r in baseline)}
+    comparison = None
+    if base is not None:
+        common = [p for p in per_seed if p["seed"] in base]
+        comparison = st.paired_comparison([p["seed"] for p in common], [p["aulc_log2"] for p in common],
+                                          [base[p["seed"]]["aulc_log2"] for p in common], delta, n_resamples,
+                                          seed=seed)
+        comparison["p_holm"] = None
+    targets = _target_rows(per_seed, base, target_specs(target_fraction, target, extra_fractions), n_resamples, seed)
+    primary, eff = targets[0], targets[0]["efficiency"] or {}
     p_value, n_pairs = (None, 0) if baseline is None else wilcoxon_vs(group, baseline, metric)
     p_best, _ = (None, 0) if baseline is None else wilcoxon_vs(group, baseline, metric, at="best_val")
-    best_val = _mean_sd([p[f"best_val_{metric}"] for p in per_seed])
-    at_best = _mean_sd([p[f"test_{metric}_at_best_val"] for p in per_seed])
-    pct = _mean_sd([p["pct_data_at_best_val"] for p in per_seed])
-    ratios, p_seeds = [], None
-    if baseline is not None:
-        base_by_seed = {p["seed"]: p for p in (seed_summary(r, target_fraction, metric, target) for r in baseline)}
-        paired = [(p, base_by_seed[p["seed"]]) for p in per_seed if p["seed"] in base_by_seed]
-        ratios = [r for p, b in paired
-                  if (r := efficiency_ratio(b["annotations_to_target"], p["annotations_to_target"])) is not None]
-        if paired:
-            p_seeds = _num(wilcoxon_paired([p["aulc"] for p, _ in paired], [b["aulc"] for _, b in paired]))
+    out = {"seeds": [p["seed"] for p in per_seed], "per_seed": per_seed}
+    for key in (f"final_test_{metric}", "aulc", "aulc_log2", f"best_val_{metric}", f"test_{metric}_at_best_val"):
+        out[f"{key}_mean"], out[f"{key}_sd"] = st.mean_sd([p[key] for p in per_seed])
     return {
-        "seeds": [p["seed"] for p in per_seed],
-        "per_seed": per_seed,
-        f"final_test_{metric}_mean": final_mean,
-        f"final_test_{metric}_sd": final_sd,
-        "aulc_mean": aulc_mean,
-        "aulc_sd": aulc_sd,
-        "annotations_to_target_mean": _mean_sd(reached)[0],
-        "annotations_to_target_reached": len(reached),
-        "annotations_to_target_seeds": len(with_target),
+        **out,
+        "comparison": comparison,
+        "targets": targets,
+        "annotations_to_target_mean": primary["annotations_mean"],
+        "annotations_to_target_reached": primary["reached"],
+        "annotations_to_target_seeds": primary["seeds"],
+        "efficiency_vs_random_mean": eff.get("ratio"),
+        "efficiency_vs_random_ci": eff.get("ci"),
+        "efficiency_vs_random_seeds": eff.get("both_reached", 0),
         "wilcoxon_p_vs_random": p_value,
         "wilcoxon_pairs": n_pairs,
-        f"best_val_{metric}_mean": best_val[0],
-        f"best_val_{metric}_sd": best_val[1],
-        f"test_{metric}_at_best_val_mean": at_best[0],
-        f"test_{metric}_at_best_val_sd": at_best[1],
-        "pct_data_at_best_val_mean": pct[0],
+        "pct_data_at_best_val_mean": st.mean_sd([p["pct_data_at_best_val"] for p in per_seed])[0],
         "wilcoxon_p_best_val_vs_random": p_best,
-        "wilcoxon_p_seeds_aulc_vs_random": p_seeds,
-        "efficiency_vs_random_mean": _mean_sd(ratios)[0],
-        "efficiency_vs_random_seeds": len(ratios),
         "seconds_per_round": seconds_per_round(group),
     }
+
+
+def random_check(group: Sequence[Run], metric: str = "dice", aulc_range: tuple[float, float] | None = None,
+                 delta: float = DELTA, n_resamples: int = st.N_RESAMPLES, seed: int = 0) -> dict:
+    """The false-positive check: random's sorted seeds split into two disjoint halves
+    (:func:`activeseg.statistics.disjoint_halves`), compared like a strategy with random; ``comparison``
+    None and a ``note`` with fewer than 4 seeds."""
+    aulc = {run.seed: seed_summary(run, metric=metric, aulc_range=aulc_range)["aulc_log2"] for run in group}
+    halves = st.disjoint_halves(list(aulc))
+    name = group[0].name
+    row = {"name": f"{name} vs {name} (check)", "baseline": name, "seeds": sorted(aulc),
+           "halves": None if halves is None else [list(h) for h in halves], "comparison": None, "note": None}
+    if halves is None:
+        row["note"] = f"needs ≥ {st.MIN_CHECK_SEEDS} random seeds"
+    else:
+        first, second = halves
+        row["comparison"] = st.paired_comparison(first, [aulc[s] for s in first], [aulc[s] for s in second],
+                                                 delta, n_resamples, seed=seed)
+    return row
+
+
+def aulc_budgets(runs: Sequence[Run], aulc_end: float | None = None,
+                 aulc_start: float | None = None) -> tuple[float, float] | None:
+    """The AULC(log2) range: ``aulc_start`` (default: the smallest first positive budget of any run) to
+    ``aulc_end`` (default: the largest budget every run reached, so every run covers it); None when no run
+    has a positive budget."""
+    budgets = [[rec["n_annotations"] for rec in run.records if rec["n_annotations"] > 0] for run in runs]
+    budgets = [b for b in budgets if b]
+    start = aulc_start if aulc_start is not None else min((min(b) for b in budgets), default=None)
+    end = aulc_end if aulc_end is not None else min((max(b) for b in budgets), default=None)
+    if start is None or end is None:
+        return None
+    if not 0 < start <= end:
+        raise ValueError(f"the AULC range must satisfy 0 < start <= end, got start {start} and end {end}; "
+                         f"pass an aulc_end of at least {start}")
+    return float(start), float(end)
 
 
 def reference_summary(runs: Sequence[Run], metric: str = "dice") -> dict | None:
@@ -196,33 +256,43 @@ def reference_summary(runs: Sequence[Run], metric: str = "dice") -> dict | None:
         {"seed": seed, test: _num(ref.get(test)), val: _num(ref.get(val)), "n_annotations": ref.get("n_annotations")}
         for seed, ref in refs.items()
     ]
-    test_mean, test_sd = _mean_sd([p[test] for p in per_seed])
+    test_mean, test_sd = st.mean_sd([p[test] for p in per_seed])
     return {f"{test}_mean": test_mean, f"{test}_sd": test_sd,
-            f"{val}_mean": _mean_sd([p[val] for p in per_seed])[0], "per_seed": per_seed}
+            f"{val}_mean": st.mean_sd([p[val] for p in per_seed])[0], "per_seed": per_seed}
 
 
-def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float | None = None) -> dict:
-    """Compare the strategies of ``runs``; ``random`` (when present) is the baseline of the paired test.
+def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float | None = None, *,
+              aulc_end: int | None = None, aulc_start: int | None = None,
+              extra_fractions: Sequence[float] = EXTRA_FRACTIONS, delta: float = DELTA,
+              n_resamples: int = st.N_RESAMPLES, seed: int = 0) -> dict:
+    """Compare the strategies of ``runs`` with ``random`` (of the same sweep group), seed by seed.
+
+    The primary endpoint, fixed before the results are looked at, is each seed's AULC on a log2-budget
+    axis (:func:`activeseg.statistics.aulc_log2`) from ``aulc_start`` to ``aulc_end``; a strategy and
+    random are paired by seed (same initial set and split). The paired t-test p-values are
+    Holm-adjusted over the strategies of the report; the random-vs-random checks are not in that family.
 
     Args:
         runs: runs from :func:`activeseg.report.find_runs`; runs without a finished round are left out.
             All of one task: Dice compares segmentation runs, accuracy classification runs.
-        target_fraction: annotations-to-target counts the annotations needed to reach this fraction
-            of each seed's full-pool reference test score...
+        target_fraction: the primary target is this fraction of each seed's full-pool reference test score
+            (``extra_fractions`` add secondary ones)...
         target: ...or this absolute test score (Dice, or accuracy: 0.95 is an error rate of 5%).
+        aulc_end: the AULC's last budget; default the largest budget every run of the report reached.
+        aulc_start: its first budget; default the smallest first budget of any run.
+        extra_fractions: secondary targets (fractions of the reference), ignored with ``target``.
+        delta: the AULC difference the seeds-needed calculation is for.
+        n_resamples: bootstrap resamples of seeds for every CI.
+        seed: the bootstrap's seed.
 
     Returns:
-        ``{"metric", "target_fraction", "reference", "strategies": {name: {...}}, "runs": [...]}``,
-        JSON-safe.
+        ``{"metric", "target_fraction", "target", "targets", "endpoint", "reference",
+        "strategies": {name: {...}}, "checks": [...], "runs": [...]}``, JSON-safe.
     """
-    finished = []
+    finished = [run for run in runs if run.records]
     for run in runs:
-        if run.records:
-            finished.append(run)
-        else:
-            warnings.warn(
-                f"{run.run_dir} has no finished round yet; it is left out of the report", stacklevel=2
-            )
+        if not run.records:
+            warnings.warn(f"{run.run_dir} has no finished round yet; it is left out of the report", stacklevel=2)
     if not finished:
         raise ValueError("no run has a finished round yet; wait for `activeseg simulate` to finish one")
     metrics = {str(run.run_dir): run_metric(run) for run in finished}
@@ -235,21 +305,42 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float 
         )
     metric = next(iter(metrics.values()))
     groups = group_by_strategy(finished)
+    budgets = aulc_budgets(finished, aulc_end, aulc_start)
 
     def baseline_of(name: str, group: list[Run]) -> list[Run] | None:
         """Random runs of the same sweep group (None for random itself)."""
         base = BASELINE if not group[0].group else f"{BASELINE} [{group[0].group}]"
         return None if name == base else groups.get(base)
 
+    opts = {"aulc_range": budgets, "extra_fractions": extra_fractions, "delta": delta, "n_resamples": n_resamples,
+            "seed": seed}
+    strategies = {name: strategy_summary(group, baseline_of(name, group), target_fraction, metric, target, **opts)
+                  for name, group in groups.items()}
+    family = [name for name, s in strategies.items() if s["comparison"] is not None]
+    for name, p in zip(family, st.holm([strategies[n]["comparison"]["p_t"] for n in family]), strict=True):
+        strategies[name]["comparison"]["p_holm"] = p
+    uncovered = [f"{name} seed {p['seed']}" for name, s in strategies.items() for p in s["per_seed"]
+                 if p["aulc_log2"] is None]
+    if budgets is not None and uncovered:
+        warnings.warn(f"{', '.join(uncovered)} do(es) not cover the AULC range {budgets[0]:g}-{budgets[1]:g} "
+                      "annotations; left out of the paired comparison", stacklevel=2)
+    reference = reference_summary(finished, metric)
+    ref = reference or {}
     return {
         "metric": metric,
         "target_fraction": target_fraction,
         "target": target,
-        "reference": reference_summary(finished, metric),
-        "strategies": {
-            name: strategy_summary(group, baseline_of(name, group), target_fraction, metric, target)
-            for name, group in groups.items()
-        },
+        "targets": [{**spec, "reference_mean": ref.get(f"test_{metric}_mean"),
+                     "reference_sd": ref.get(f"test_{metric}_sd"), "reference_seeds": len(ref.get("per_seed", []))}
+                    for spec in target_specs(target_fraction, target, extra_fractions)],
+        "endpoint": {"name": "aulc_log2", "start": None if budgets is None else budgets[0],
+                     "end": None if budgets is None else budgets[1], "end_is_default": aulc_end is None,
+                     "start_is_default": aulc_start is None, "primary_test": "paired t-test", "holm_family": family,
+                     "delta": delta, "n_resamples": n_resamples, "level": LEVEL, "bootstrap_seed": seed},
+        "reference": reference,
+        "strategies": strategies,
+        "checks": [random_check(group, metric, budgets, delta, n_resamples, seed)
+                   for group in groups.values() if group[0].strategy == BASELINE],
         "runs": [
             {"strategy": run.strategy, "group": run.group, "seed": run.seed, "rounds": len(run.records),
              "run_dir": str(run.run_dir.resolve())}

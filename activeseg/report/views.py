@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,10 +68,9 @@ def plot_uncertainty_distribution(runs: Sequence[Run], out_png: str | Path) -> P
 
 
 def _run_config(run: Run):
-    from activeseg.config import SimConfig
+    from activeseg.config import from_saved
 
-    known = {f.name for f in dataclasses.fields(SimConfig)}
-    return SimConfig(**{k: v for k, v in run.config.items() if k in known})
+    return from_saved(run.config)
 
 
 def embed_items(images_N: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,48 @@
+"""What a benchmark's results file says about the machine it ran on: the CPU model, the instruction-set
+flags that change float kernels, and the measured ``torch.mm`` peaks in float32 and bfloat16."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+
+def cpu_features() -> dict:
+    """The CPU model and the instruction-set flags that change float kernels (bf16, AVX-512, AVX2)."""
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"model": info.get("model name", platform.processor()), "flags": [f for f in wanted if f in flags]}
+
+
+def matmul_peak(n: int = 4096, repeats: int = 5) -> dict:
+    """GFLOP/s of the best of ``repeats`` ``n``² ``torch.mm`` in float32 and bfloat16, with this process's
+    torch threads."""
+    import torch
+
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t0)
+        out[str(dtype).removeprefix("torch.")] = round(2 * n**3 / best / 1e9, 1)
+    return out
+
+
+def describe() -> dict:
+    """The machine block of a results file: CPU, flags, torch threads and matmul peaks."""
+    import torch
+
+    return {**cpu_features(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "matmul_gflops": matmul_peak()}

@@ -1,0 +1,184 @@
+"""How much of a learning curve is training noise: one fixed labelled set, several training seeds.
+
+For each recipe (``fixed``: the committed studies' 150 constant-lr Adam steps with batch norm, affine
+augmentation and the best of the validation checkpoints; ``steady``: activeseg's defaults, i.e. steps
+growing with the set, AdamW with warm-up and cosine decay, GroupNorm, dihedral + gamma augmentation and
+a weight average kept as the model) and each labelled-set size (4, 16, 64 patches: nested sets drawn once
+from the pool, the same for every recipe and seed), the same set is trained with ``--seeds`` training
+seeds (initialisation, batches, augmentation, dropout) and scored on the fixed test set. The spread (sd
+over seeds) of the test score is the noise any strategy comparison has to beat; the issue's **gate** is an
+sd ≤ 0.005 of the headline test metric at every size.
+
+Every (recipe, size, seed) is one line of ``benchmarks/results/training_noise_runs.jsonl``; a second call
+skips what is there (resumable), ``--hours`` stops starting trainings after that long. The results
+(``training_noise.json`` / ``.md``) are rewritten from the ledger after every training and name the CPU
+and its matmul peaks.
+
+Usage::
+
+    python benchmarks/training_noise.py --dataset nuclei3 --patch-size 32 --hours 1
+    python benchmarks/training_noise.py --results-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from machine import describe  # benchmarks/ is on sys.path when run as a script
+
+from activeseg.config import LEGACY_TRAINING, SimConfig
+from activeseg.data import load_dataset, make_split
+from activeseg.engine import Engine
+from activeseg.simulate import set_threads
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+GATE_SD = 0.005
+RECIPES = {
+    "fixed": {k: v for k, v in LEGACY_TRAINING.items() if k not in ("classes", "ignore_index", "source_weighting")},
+    "steady": {},
+}
+"""Settings on top of the study's base config: the committed studies' recipe, and today's defaults."""
+REPORTED = ("dice", "miou", "instance_f1", "aji", "dice_interior", "dice_boundary")
+
+
+def labelled_sets(pool: np.ndarray, sizes: list[int], seed: int = 0) -> dict[int, np.ndarray]:
+    """Nested labelled sets (the first ``n`` of one permutation of the pool) for every size."""
+    order = np.random.default_rng(seed).permutation(pool)
+    return {n: np.sort(order[:n]) for n in sizes}
+
+
+def key_of(rec: dict) -> tuple:
+    return rec["dataset"], rec["patch_size"], rec["recipe"], rec["size"], rec["seed"]
+
+
+def read_ledger(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_one(cfg: SimConfig, dataset, train_idx, val_idx, test_idx, seed: int) -> dict:
+    engine = Engine(cfg)
+    t0 = time.perf_counter()
+    model, fit = engine.fit(dataset, train_idx, val_idx, seed, "cpu")
+    seconds = time.perf_counter() - t0
+    _, test = engine.evaluate(model, dataset, test_idx, seed, "cpu")
+    return {"test": {k: round(float(v), 6) for k, v in test.items()}, "best_step": fit.best_step,
+            "steps": cfg.steps_for(len(train_idx)), "seconds": round(seconds, 2)}
+
+
+def summarize(records: list[dict]) -> dict:
+    """Mean, sd and range of every reported metric per (dataset, patch, recipe, size), and the gate."""
+    cells: dict = {}
+    for rec in records:
+        cells.setdefault(key_of(rec)[:4], []).append(rec)
+    out = []
+    for (dataset, patch, recipe, size), recs in sorted(cells.items()):
+        row = {"dataset": dataset, "patch_size": patch, "recipe": recipe, "size": size, "seeds": len(recs),
+               "seconds_mean": round(float(np.mean([r["seconds"] for r in recs])), 1),
+               "steps": recs[0]["steps"]}
+        for metric in REPORTED:
+            values = [r["test"][metric] for r in recs if metric in r["test"]]
+            if values:
+                row[metric] = {"mean": round(float(np.mean(values)), 4),
+                               "sd": round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None,
+                               "min": round(float(np.min(values)), 4), "max": round(float(np.max(values)), 4)}
+        sd = (row.get("dice") or {}).get("sd")
+        row["gate"] = None if sd is None else bool(sd <= GATE_SD)
+        out.append(row)
+    return {"cells": out}
+
+
+def write_results(records: list[dict], machine: dict, settings: dict) -> None:
+    doc = {"machine": machine, "settings": settings, "gate_sd": GATE_SD, **summarize(records)}
+    (RESULTS / "training_noise.json").write_text(json.dumps(doc, indent=1) + "\n")
+    flags = ", ".join(machine.get("flags", [])) or "none"
+    peaks = machine.get("matmul_gflops", {})
+    md = ["# Training noise: one labelled set, several training seeds", "",
+          "Made by `python benchmarks/training_noise.py` (ledger: `training_noise_runs.jsonl`). "
+          f"Host: {machine.get('model')} (flags: {flags}), {machine.get('threads')} torch threads, "
+          f"`torch.mm` peak {peaks.get('float32', '?')} GFLOP/s float32, {peaks.get('bfloat16', '?')} bfloat16.",
+          "",
+          "Each row trains the same labelled patches (nested sets drawn once from the pool) with different "
+          "training seeds and scores the fixed test set (the mean over sources of each source's mean). "
+          f"Gate: sd of the test Dice (mean over foreground classes) ≤ {GATE_SD}.", "",
+          "| dataset | patch | recipe | labelled | seeds | steps | s/training | test Dice mean | sd | range "
+          "| mIoU mean (sd) | instance F1 mean (sd) | gate |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(cell):
+        if not cell:
+            return "–"
+        return f"{cell['mean']:.3f} ({cell['sd']:.3f})" if cell["sd"] is not None else f"{cell['mean']:.3f}"
+
+    for row in doc["cells"]:
+        d = row.get("dice") or {}
+        sd = "–" if d.get("sd") is None else f"{d['sd']:.4f}"
+        gate = "–" if row["gate"] is None else ("pass" if row["gate"] else "**fail**")
+        md.append(f"| {row['dataset']} | {row['patch_size']} | {row['recipe']} | {row['size']} | {row['seeds']} "
+                  f"| {row['steps']} | {row['seconds_mean']} | {d.get('mean', float('nan')):.4f} | {sd} "
+                  f"| {d.get('min', float('nan')):.3f}–{d.get('max', float('nan')):.3f} | {ms(row.get('miou'))} "
+                  f"| {ms(row.get('instance_f1'))} | {gate} |")
+    (RESULTS / "training_noise.md").write_text("\n".join(md) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="nuclei3")
+    ap.add_argument("--patch-size", type=int, default=32)
+    ap.add_argument("--sizes", default="4,16,64")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--recipes", default="fixed,steady")
+    ap.add_argument("--base-filters", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hours", type=float, default=None, help="start no training after this long")
+    ap.add_argument("--ledger", type=Path, default=RESULTS / "training_noise_runs.jsonl")
+    ap.add_argument("--results-only", action="store_true")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    machine_path = RESULTS / "training_noise_machine.json"
+    records = read_ledger(args.ledger)
+    settings = {"sizes": args.sizes, "seeds": args.seeds, "base_filters": args.base_filters, "depth": args.depth}
+    if args.results_only:
+        write_results(records, json.loads(machine_path.read_text()) if machine_path.exists() else {}, settings)
+        return 0
+    machine = describe()
+    machine_path.write_text(json.dumps(machine, indent=1) + "\n")
+    dataset = load_dataset(args.dataset, patch_size=args.patch_size, quiet=True)
+    split = make_split(dataset, 1, split_seed=0, run_seed=0)
+    pool = np.union1d(split.initial, split.pool)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    sets = labelled_sets(pool, sizes)
+    done = {key_of(r) for r in records}
+    deadline = None if args.hours is None else time.time() + 3600 * args.hours
+    base = SimConfig(dataset=args.dataset, patch_size=args.patch_size, base_filters=args.base_filters,
+                     depth=args.depth, heatmaps=0)
+    todo = [(recipe, n, s) for n in sizes for s in range(args.seeds) for recipe in args.recipes.split(",")]
+    from tqdm.auto import tqdm
+
+    for recipe, n, seed in tqdm(todo, desc="trainings", unit="fit"):
+        key = (args.dataset, args.patch_size, recipe, n, seed)
+        if key in done:
+            continue
+        if deadline is not None and time.time() >= deadline:
+            break
+        cfg = dataclasses.replace(base, **RECIPES[recipe])
+        rec = {"dataset": args.dataset, "patch_size": args.patch_size, "recipe": recipe, "size": n, "seed": seed,
+               "model": {"depth": args.depth, "base_filters": args.base_filters},
+               **train_one(cfg, dataset, sets[n], split.val, split.test, 1000 + seed)}
+        with args.ledger.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        records.append(rec)
+        write_results(records, machine, settings)
+    write_results(records, machine, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
