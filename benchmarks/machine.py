@@ -45,4 +45,4 @@ def describe() -> dict:
     import torch
 
     return {**cpu_features(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "matmul_gflops": matmul_peak()}
+            "matmul_gflops": matmul_peak(1024, 3), "matmul_size": 1024}

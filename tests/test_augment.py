@@ -85,3 +85,22 @@ def test_augment_moves_image_and_mask_together():
     assert not torch.equal(out_m, masks_t)
 
 
+
+
+def test_dihedral_moves_masks_with_images_exactly_and_is_seeded():
+    from activeseg.data.augment import dihedral_batch
+
+    x = torch.rand(6, 1, 8, 8)
+    y = (x[:, 0] > 0.5).long()
+    a, ma = dihedral_batch(x, y, torch.Generator().manual_seed(3), gamma=(1.0, 1.0))
+    b, mb = dihedral_batch(x, y, torch.Generator().manual_seed(3), gamma=(1.0, 1.0))
+    assert torch.equal(a, b) and torch.equal(ma, mb)
+    assert torch.equal(ma, (a[:, 0] > 0.5).long())  # no resampling: the mask is the image's, moved alike
+    for i in range(6):  # each item is one of the 8 flips / rotations of itself
+        views = [torch.rot90(x[i, 0], k, (0, 1)) for k in range(4)]
+        views += [v.flip(-1) for v in views]
+        assert any(torch.equal(a[i, 0], v) for v in views)
+    g, _ = dihedral_batch(x, None, torch.Generator().manual_seed(0))
+    assert g.min() >= 0 and g.max() <= 1  # gamma keeps [0, 1]
+    odd, _ = dihedral_batch(torch.rand(2, 1, 4, 6), None, torch.Generator().manual_seed(0))
+    assert odd.shape == (2, 1, 4, 6)  # a non-square batch is only flipped

@@ -101,3 +101,14 @@ def test_gal_cnn_shapes_and_parameter_count():
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.5]
     with pytest.raises(ValueError, match="too small"):
         GalCNN(image_size=6)
+
+
+def test_group_norm_never_normalises_single_channels():
+    from activeseg.models.unet import GROUP_CHANNELS, norm_layer
+
+    for channels in (4, 8, 16, 64, 256):
+        layer = norm_layer("group", channels)
+        assert channels % layer.num_groups == 0 and layer.num_groups <= 8
+        assert channels // layer.num_groups >= min(channels, GROUP_CHANNELS)
+    with pytest.raises(ValueError, match="norm 'layer' is not one of batch, group"):
+        norm_layer("layer", 8)

@@ -268,3 +268,39 @@ def test_absolute_target_and_error_rate(runs_root, tmp_path):
         "annotations_to_target_reached"] == 0
     assert main(["report", str(runs_root), "--out", str(tmp_path / "r3"), "--target", "0.9",
                  "--target-error", "0.05", "--quiet"]) == 2
+
+
+def test_multiclass_runs_get_a_panel_per_class_source_and_instance_score(tmp_path):
+    from activeseg.report.curves import detail_metrics
+
+    for seed in (0, 1):
+        run_dir = tmp_path / "runs" / "random" / f"seed_{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps({"strategy": "random", "seed": seed, "rounds": 2}))
+        for r, n in enumerate((2, 4), start=1):
+            test = {"dice": 0.5 + 0.1 * r, "miou": 0.6, "dice_interior": 0.7, "dice_boundary": 0.4,
+                    "instance_f1": 0.5, "aji": 0.45, "dice@cells3d": 0.6, "dice@stardist": 0.7}
+            append_record(run_dir / "ledger.jsonl", {
+                "round": r, "strategy": "random", "seed": seed, "n_annotations": n, "train_size": n,
+                "pool_size": 40, "val": test, "test": test, "selected": [],
+                "seconds": {"train": 1.0, "evaluate": 0.1, "score": 0.0, "select": 0.0}, "best_step": 10})
+    runs = find_runs(tmp_path / "runs")
+    assert detail_metrics(runs) == ["dice_boundary", "dice_interior", "miou", "instance_f1", "aji",
+                                    "dice@cells3d", "dice@stardist"]
+    build_report(tmp_path / "runs", tmp_path / "report")
+    assert (tmp_path / "report" / "learning_curves_detail.png").stat().st_size > 0
+    assert (tmp_path / "report" / "index.html").read_text().count('alt="learning curves"') == 2  # both embedded
+
+
+def test_a_three_class_heatmap_draws_the_class_map(tmp_path):
+    from activeseg.report.heatmaps import class_colours
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(16, 20)).transpose(2, 0, 1)
+    mask = rng.integers(0, 3, (16, 20)).astype(np.uint8)
+    mask[0, 0] = 255
+    out = save_overlay(tmp_path / "c.png", rng.random((16, 20)), probs, rng.random((16, 20)), mask_H_W=mask,
+                       class_names=("background", "interior", "boundary"))
+    assert out.stat().st_size > 0
+    rgba = class_colours(np.array([[0, 1, 2]]))
+    assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] > 0 and not np.allclose(rgba[0, 1, :3], rgba[0, 2, :3])

@@ -19,12 +19,18 @@ from torch import nn
 NORMS = ("batch", "group")
 
 
+GROUP_CHANNELS = 4
+"""Fewest channels per GroupNorm group: one channel a group is instance norm, which throws away each
+patch's absolute intensity (a background-only patch is stretched to look like one with nuclei)."""
+
+
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """Batch norm, or GroupNorm with groups of 2+ channels (at most 8 groups; steady at small batches)."""
+    """Batch norm, or GroupNorm (steady at small batches) with at most 8 groups of at least
+    ``GROUP_CHANNELS`` channels."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
-        return nn.GroupNorm(math.gcd(8, channels) if channels >= 2 else 1, channels)
+        return nn.GroupNorm(math.gcd(channels, max(1, min(8, channels // GROUP_CHANNELS))), channels)
     raise ValueError(f"norm '{kind}' is not one of {', '.join(NORMS)}")
 
 
