@@ -86,20 +86,24 @@ def copy_references(jobs: list[Job]) -> None:
 def prefetch(jobs: list[Job], quiet: bool) -> None:
     """Fetch and validate every dataset of the plan once, so a bad dataset fails before any run starts and
     workers only read the cache (never two downloads racing into it)."""
-    from activeseg.data import load_dataset
+    from activeseg.data import load_for
 
-    for name, patch in sorted({(j.cfg.dataset, j.cfg.patch_size) for j in jobs}):
-        load_dataset(name, patch_size=patch, quiet=quiet)
+    seen = set()
+    for job in jobs:
+        key = (job.cfg.dataset, job.cfg.patch_size, job.cfg.classes, job.cfg.ignore_index)
+        if key not in seen:
+            seen.add(key)
+            load_for(job.cfg, quiet=quiet)
 
 
 def run_job(job: Job, quiet: bool) -> tuple[str, float, str | None]:
     """Execute one job in this process; returns (run dir, seconds, error text or None)."""
-    from activeseg.data import load_dataset
+    from activeseg.data import load_for
     from activeseg.loop import run_reference, run_simulation
 
     t0 = time.perf_counter()
     try:
-        dataset = load_dataset(job.cfg.dataset, patch_size=job.cfg.patch_size, quiet=True)
+        dataset = load_for(job.cfg)
         if job.kind == "reference":
             run_reference(job.cfg, dataset, job.run_dir)
         else:

@@ -41,12 +41,12 @@ def _diff(a: dict, b: dict) -> list[str]:
 def rerun(run_dir: Path, rounds: int) -> list[dict]:
     """Rounds 1..``rounds`` of the run in ``run_dir``, recomputed from its config in a temporary folder."""
     from activeseg.config import from_saved
-    from activeseg.data import load_dataset
+    from activeseg.data import load_for
     from activeseg.loop import run_simulation
 
     saved = json.loads((run_dir / "config.json").read_text())
     cfg = from_saved(saved, heatmaps=0)  # heatmaps draw from forked RNGs: no effect on records
-    dataset = load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=True)
+    dataset = load_for(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         return run_simulation(cfg, dataset, Path(tmp) / "run", progress=False, until_round=rounds)
 

@@ -33,7 +33,7 @@ import numpy as np
 from machine import describe  # benchmarks/ is on sys.path when run as a script
 
 from activeseg.config import SimConfig, load_config
-from activeseg.data import load_dataset, make_split
+from activeseg.data import load_for, make_split
 from activeseg.engine import Engine
 from activeseg.simulate import set_threads
 
@@ -55,7 +55,7 @@ def calibrate(cfg: SimConfig, seeds: int, deadline: float | None) -> None:
     """Random sets of every budget and the full pool, ``seeds`` each, appended to the calibration ledger."""
     from tqdm.auto import tqdm
 
-    dataset = load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=True)
+    dataset = load_for(cfg)
     split = make_split(dataset, 1, cfg.split_seed, 0, max_pool=cfg.max_pool)
     pool = np.union1d(split.initial, split.pool)
     done = {(r["budget"], r["seed"]) for r in read_jsonl(CALIBRATION)}

@@ -113,3 +113,14 @@ def test_bad_folder_gives_a_clear_error_and_exit_code_2(tmp_path, lab_folder):
 
 def test_data_list():
     assert "nuclei" in activeseg("data", "list").stdout
+
+
+def test_simulate_takes_a_three_class_folder(tmp_path, three_class_folder):
+    three_class_folder(tmp_path / "lab", 7)  # every image labelled: a simulation's dataset
+    out = tmp_path / "runs"
+    activeseg("simulate", "--dataset", tmp_path / "lab", "--strategy", "bald", "--rounds", "2", *TINY,
+              "--initial", "3", "--query", "2", "--no-reference", "--quiet", "--out", out)
+    records = read_ledger(out / "bald" / "seed_0" / "ledger.jsonl")
+    assert len(records) == 2
+    for rec in records:  # per-class scores, and instance scores for the class named interior
+        assert {"dice", "miou", "dice_interior", "dice_boundary", "instance_f1", "aji"} <= set(rec["test"])

@@ -194,3 +194,12 @@ def test_query_schedule():
         SimConfig(query_schedule="ax2,4").query_at(1)
     with pytest.raises(ValueError, match="only the last part may omit xR"):
         SimConfig(query_schedule="2,4").query_at(1)
+
+
+def test_the_reference_gets_its_own_budget():
+    cfg = SimConfig(steps=100, min_steps=10, epochs=2.0, batch_size=8, reference_epochs=40.0)
+    ref = cfg.reference_config(200)
+    assert ref.steps_for(200) == 1000 and ref.steps_for(5) == 1000  # 40 × 200 / 8, fixed whatever N
+    assert SimConfig(steps=100, min_steps=10, epochs=2.0, reference_epochs=None).reference_config(200).steps_for(200) \
+        == 50  # none: the rounds' schedule
+    assert SimConfig(steps=5000, min_steps=3000, epochs=None, batch_size=8).reference_config(16).steps_for(16) == 5000

@@ -152,3 +152,11 @@ def test_resume_accepts_a_config_saved_before_a_key_existed(nuclei32, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match=f"min_steps: saved 7 vs now {SimConfig.min_steps}"):
         run_simulation(cfg, nuclei32, tmp_path, resume=True, progress=False)
+
+
+def test_query_schedule_and_an_initial_set_from_one_source(nuclei32, tmp_path):
+    cfg = SimConfig(strategy="random", **{**TINY, "rounds": 4}, query_schedule="1x2,3", initial_source="cells3d")
+    records = run_simulation(cfg, nuclei32, tmp_path, progress=False)
+    assert [r["n_annotations"] for r in records] == [4, 5, 6, 9]
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert all(i.startswith("cells3d_") for i in split["initial_ids"])

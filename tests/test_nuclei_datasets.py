@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from activeseg.data import DATASETS, make_split
+from activeseg.data.dataset import IGNORE_INDEX
 from activeseg.data.nuclei import boundary_classes, scratch_classes
 from activeseg.data.spatial import (
     PARTS,
@@ -205,7 +206,7 @@ def test_no_instance_in_both_held_out_and_pool_masks(load, raw_labels, name, pat
                 y0, x0, y1, x1 = ds.boxes[i]
                 z = plane_index[plane_of(ds.item_ids[i])]
                 lab = stack[z, y0:y1, x0:x1]
-                keep = lab > 0 if part[i] == "pool" else (lab > 0) & (ds.targets[i] != ds.ignore_index)
+                keep = lab > 0 if part[i] == "pool" else (lab > 0) & (ds.targets[i] != IGNORE_INDEX)
                 per_frame = z if s == "scratch" else 0
                 seen[part[i]] |= {(per_frame, int(v)) for v in np.unique(lab[keep])}
             assert not seen["test"] & seen["pool"], (s, kind)
@@ -218,7 +219,7 @@ def test_masks_items_and_groups(load, name, patch):
     ds = load(name, patch)
     part, src = parts_of(ds), sources_of(ds)
     values = set(np.unique(ds.targets).tolist())
-    assert values <= {*range(ds.num_classes), 255} and ds.ignore_index == 255 and 255 in values
+    assert values <= {*range(ds.num_classes), 255} and IGNORE_INDEX == 255 and 255 in values
     assert len(ds.class_names) == ds.num_classes and ds.class_names[0] == "background"
     assert not (ds.targets[part == "pool"] == 255).any()  # only held-out masks are ignored
     assert set(src) == ({"scratch"} if name == "scratch" else {"stardist", "cells3d", "scratch"})

@@ -67,24 +67,8 @@ def test_suggest_score_only_strategy_ranks_everything_by_score(tmp_path, lab_fol
     assert not (tmp_path / "x").exists()  # a bad setting fails before anything is written
 
 
-def _three_class_folder(root, lab_folder):
-    """The lab folder with its masks redrawn as label maps: 0 background, 1 interior, 2 a 2-pixel boundary."""
-    import json
-
-    from PIL import Image
-    from scipy import ndimage
-
-    images, masks = lab_folder(root, n_labeled=3)
-    for path in sorted(masks.glob("*.png")):
-        fg = np.asarray(Image.open(path)) > 0
-        inner = ndimage.binary_erosion(fg, iterations=2)
-        Image.fromarray((fg.astype(np.uint8) * 2 - inner.astype(np.uint8) * 1) * fg).save(path)  # 2 rim, 1 inside
-    (masks / "classes.json").write_text(json.dumps(["background", "interior", "boundary"]))
-    return images, masks
-
-
-def test_suggest_takes_a_three_class_folder(tmp_path, lab_folder):
-    images, masks = _three_class_folder(tmp_path / "lab", lab_folder)
+def test_suggest_takes_a_three_class_folder(tmp_path, three_class_folder):
+    images, masks = three_class_folder(tmp_path / "lab", 3)
     data = read_folder(images, masks, require_masks=False)
     assert data.num_classes == 3 and {0, 1, 2} == set(np.unique(np.concatenate([m.ravel() for m in data.masks
                                                                                  if m is not None])))
@@ -95,12 +79,12 @@ def test_suggest_takes_a_three_class_folder(tmp_path, lab_folder):
     assert state["head.weight"].shape[0] == 3  # a 3-class head
 
 
-def test_suggest_refuses_a_bad_label_before_writing_anything(tmp_path, lab_folder):
+def test_suggest_refuses_a_bad_label_before_writing_anything(tmp_path, three_class_folder):
     from PIL import Image
 
     from activeseg.data.folder import DatasetError
 
-    images, masks = _three_class_folder(tmp_path / "lab", lab_folder)
+    images, masks = three_class_folder(tmp_path / "lab", 3)
     bad = sorted(masks.glob("*.png"))[1]
     arr = np.asarray(Image.open(bad)).copy()
     arr[0, 0] = 7

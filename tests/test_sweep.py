@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from activeseg.config import load_config
 from activeseg.records import read_ledger
 from activeseg.sweep import expand, load_sweep, run_sweep
 
@@ -154,5 +155,6 @@ def test_the_readme_example_expands(tmp_path):
     sweep = load_sweep(Path(__file__).resolve().parents[1] / "configs" / "sweep_example.toml")
     jobs = expand(sweep, tmp_path)
     assert sum(j.kind == "run" for j in jobs) == 12 and sum(j.kind == "reference" for j in jobs) == 4
-    assert {j.cfg.dataset for j in jobs} == {"nuclei"} and {j.cfg.rounds for j in jobs} == {5}
+    base = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.toml")
+    assert {j.cfg.dataset for j in jobs} == {base.dataset} and {j.cfg.rounds for j in jobs} == {5}
     assert sweep.workers == 2

@@ -12,19 +12,28 @@ DATASETS = {"nuclei": load_nuclei, "nuclei_grouped": load_nuclei_grouped, "nucle
             "scratch": load_scratch, "mnist": load_mnist}
 
 
-def load_dataset(name: str, patch_size: int = 64, quiet: bool = False) -> ImageDataset:
-    """A registered dataset by name, or a folder path holding ``images/`` and ``masks/``."""
+def load_dataset(name: str, patch_size: int = 64, quiet: bool = False, classes: int | None = None,
+                 ignore_index: int = 255) -> ImageDataset:
+    """A registered dataset by name, or a folder path holding ``images/`` and ``masks/`` (whose label maps
+    have ``classes`` classes and mark unlabelled pixels with ``ignore_index``, see ``load_folder``)."""
     from pathlib import Path
 
     if name in DATASETS:
         return DATASETS[name](patch_size=patch_size, quiet=quiet)
     if Path(name).is_dir():
-        return load_folder(name, patch_size=patch_size)
+        return load_folder(name, patch_size=patch_size, classes=classes, ignore_index=ignore_index)
     raise ValueError(
         f"unknown dataset '{name}': use one of {sorted(DATASETS)} or a folder with images/ and masks/"
     )
 
 
-__all__ = ["DATASETS", "DatasetError", "Pool", "ImageDataset", "Split", "load_dataset", "load_folder",
+def load_for(cfg, quiet: bool = True) -> ImageDataset:
+    """The dataset a run's settings name (``dataset``, ``patch_size``, and for a folder ``classes`` and
+    ``ignore_index``)."""
+    return load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=quiet, classes=cfg.classes,
+                        ignore_index=cfg.ignore_index)
+
+
+__all__ = ["DATASETS", "DatasetError", "Pool", "ImageDataset", "Split", "load_dataset", "load_folder", "load_for",
            "load_mnist", "load_nuclei", "load_nuclei3", "load_nuclei_grouped", "load_scratch", "make_split",
            "read_folder"]

@@ -23,7 +23,8 @@ class ImageDataset:
     Attributes:
         images: ``[N, C, *S]`` float32, normalised intensities (about [0, 1]); ``S`` is ``H, W`` for
             images (``spatial_dims`` = 2), ``D, H, W`` for volumes.
-        targets: ``[N, *S]`` uint8 class masks (segmentation; binary: 0 background, 1 foreground) or
+        targets: ``[N, *S]`` uint8 class masks (segmentation; binary: 0 background, 1 foreground;
+            ``IGNORE_INDEX`` = 255: not labelled, skipped by the loss and the metrics) or
             ``[N]`` integer class labels (classification).
         item_ids: N unique strings naming where each item came from (``source_z17_r0_c2``).
         groups: ``[N]`` int; items sharing a group (one source image or a block of neighbouring
@@ -34,7 +35,6 @@ class ImageDataset:
         official_val: dataset indices of a fixed validation set (a spatial split's validation strips), or
             None (validation is then drawn from the rest).
         class_names: C names (``background`` first), or None.
-        ignore_index: the target value that means "not labelled" (loss and metrics skip those pixels).
         boxes: ``[N, 2·d]`` int where each item lies in its source image: ``(y0, x0, y1, x1)`` in 2-D
             (half-open), or None.
     """
@@ -47,7 +47,6 @@ class ImageDataset:
     official_test: np.ndarray | None = None
     official_val: np.ndarray | None = None
     class_names: tuple[str, ...] | None = None
-    ignore_index: int = IGNORE_INDEX
     boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -99,7 +98,6 @@ class ImageDataset:
             keep(self.official_test),
             keep(self.official_val),
             self.class_names,
-            self.ignore_index,
             None if self.boxes is None else self.boxes[idx],
         )
 

@@ -259,4 +259,4 @@ def spatial_dataset(
     return ImageDataset(np.stack(images).astype(np.float32), np.stack(targets).astype(np.uint8), ids,
                         np.asarray(groups, dtype=np.int64), num_classes,
                         official_test=np.flatnonzero(part_of == "test"), official_val=np.flatnonzero(part_of == "val"),
-                        class_names=class_names, ignore_index=ignore_index, boxes=np.asarray(boxes, dtype=np.int64))
+                        class_names=class_names, boxes=np.asarray(boxes, dtype=np.int64))

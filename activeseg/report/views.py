@@ -90,7 +90,7 @@ def embed_items(images_N: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def plot_embedding(runs: Sequence[Run], out_png: str | Path, max_items: int = 1500) -> Path | None:
     """Save the figure; None when the runs' dataset cannot be loaded (e.g. a moved folder)."""
-    from activeseg.data import load_dataset
+    from activeseg.data import load_for
     from activeseg.records import read_split
 
     groups = group_by_strategy(r for r in runs if r.records and r.config)
@@ -99,7 +99,7 @@ def plot_embedding(runs: Sequence[Run], out_png: str | Path, max_items: int = 15
     first = {name: min(group, key=lambda r: r.seed) for name, group in groups.items()}
     cfg = _run_config(next(iter(first.values())))
     try:
-        dataset = load_dataset(cfg.dataset, patch_size=cfg.patch_size, quiet=True)
+        dataset = load_for(cfg)
     except (FileNotFoundError, ValueError, OSError):
         return None
     splits = {name: read_split(run.run_dir) for name, run in first.items()}
