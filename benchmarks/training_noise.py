@@ -63,7 +63,8 @@ def labelled_sets(pool: np.ndarray, sizes: list[int], seed: int = 0) -> dict[int
 
 
 def key_of(rec: dict) -> tuple:
-    return rec["dataset"], rec["patch_size"], rec["recipe"], rec["size"], rec["seed"]
+    return (rec["dataset"], rec["patch_size"], rec["model"]["base_filters"], rec["recipe"], rec["size"],
+            rec["seed"])
 
 
 def read_ledger(path: Path) -> list[dict]:
@@ -86,10 +87,11 @@ def summarize(records: list[dict]) -> dict:
     """Mean, sd and range of every reported metric per (dataset, patch, recipe, size), and the gate."""
     cells: dict = {}
     for rec in records:
-        cells.setdefault(key_of(rec)[:4], []).append(rec)
+        cells.setdefault(key_of(rec)[:5], []).append(rec)
     out = []
-    for (dataset, patch, recipe, size), recs in sorted(cells.items()):
-        row = {"dataset": dataset, "patch_size": patch, "recipe": recipe, "size": size, "seeds": len(recs),
+    for (dataset, patch, filters, recipe, size), recs in sorted(cells.items()):
+        row = {"dataset": dataset, "patch_size": patch, "base_filters": filters, "recipe": recipe, "size": size,
+               "seeds": len(recs),
                "seconds_mean": round(float(np.mean([r["seconds"] for r in recs])), 1),
                "steps": recs[0]["steps"]}
         for metric in REPORTED:
@@ -123,9 +125,9 @@ def write_results(records: list[dict], machine: dict, settings: dict) -> None:
           "whose GroupNorm put one channel in each group (instance norm: every patch's absolute intensity "
           "normalised away), fixed to groups of ≥ 4 channels. `gn_*` rows change one setting of "
           "`steady_groupnorm`, `steady_best` picks the best of the validation checkpoints (403 patches).", "",
-          "| dataset | patch | recipe | labelled | seeds | steps | s/training | test Dice mean | sd | range "
-          "| mIoU mean (sd) | instance F1 mean (sd) | gate |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| dataset | patch | filters | recipe | labelled | seeds | steps | s/training | test Dice mean | sd "
+          "| range | mIoU mean (sd) | instance F1 mean (sd) | gate |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(cell):
         if not cell:
@@ -136,7 +138,8 @@ def write_results(records: list[dict], machine: dict, settings: dict) -> None:
         d = row.get("dice") or {}
         sd = "–" if d.get("sd") is None else f"{d['sd']:.4f}"
         gate = "–" if row["gate"] is None else ("pass" if row["gate"] else "**fail**")
-        md.append(f"| {row['dataset']} | {row['patch_size']} | {row['recipe']} | {row['size']} | {row['seeds']} "
+        md.append(f"| {row['dataset']} | {row['patch_size']} | {row['base_filters']} | {row['recipe']} | {row['size']} "
+                  f"| {row['seeds']} "
                   f"| {row['steps']} | {row['seconds_mean']} | {d.get('mean', float('nan')):.4f} | {sd} "
                   f"| {d.get('min', float('nan')):.3f}–{d.get('max', float('nan')):.3f} | {ms(row.get('miou'))} "
                   f"| {ms(row.get('instance_f1'))} | {gate} |")
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     for recipe, n, seed in tqdm(todo, desc="trainings", unit="fit"):
-        key = (args.dataset, args.patch_size, recipe, n, seed)
+        key = (args.dataset, args.patch_size, args.base_filters, recipe, n, seed)
         if key in done:
             continue
         if deadline is not None and time.time() >= deadline:
