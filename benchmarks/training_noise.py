@@ -50,6 +50,9 @@ RECIPES = {
     "gn_affine": {**GROUP, "augment_style": "affine"},
     "gn_150": {**GROUP, "steps": 150, "min_steps": 150},
     "steady_best": {"checkpoint": "best", "eval_every": 25},
+    # variance reduction on top of steady: 4× the steps, or a deep ensemble of 4 scored by its mean
+    "steady_long": {"min_steps": 1200},
+    "steady_ens4": {"estimator": "ensemble", "members": 4},
 }
 """Settings on top of the study's base config: the committed studies' recipe, today's defaults (batch
 norm), the GroupNorm variant first tried as the default, and ablations that change one setting."""
@@ -124,7 +127,10 @@ def write_results(records: list[dict], machine: dict, settings: dict) -> None:
           "class at any set size, so batch norm became the default. `steady_gn_1ch` is the first run of it, "
           "whose GroupNorm put one channel in each group (instance norm: every patch's absolute intensity "
           "normalised away), fixed to groups of ≥ 4 channels. `gn_*` rows change one setting of "
-          "`steady_groupnorm`, `steady_best` picks the best of the validation checkpoints (403 patches).", "",
+          "`steady_groupnorm`, `steady_best` picks the best of the validation checkpoints (403 patches). Two "
+          "attempts at variance reduction on top of `steady`: `steady_long` trains 1200 steps at every size "
+          "(4× the cost), `steady_ens4` a deep ensemble of 4 members scored by the members' mean prediction "
+          "(4× the cost), and the 16-filter `steady` rows double the width (about 2.3× the cost).", "",
           "| dataset | patch | filters | recipe | labelled | seeds | steps | s/training | test Dice mean | sd "
           "| range | mIoU mean (sd) | instance F1 mean (sd) | gate |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
