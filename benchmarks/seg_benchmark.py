@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -44,10 +45,33 @@ RUNS = RESULTS / "seg_benchmark_runs"
 CONFIG = ROOT / "configs" / "seg_benchmark.toml"
 STRATEGIES = ["random", "max_entropy", "bald", "std_edt", "power_bald", "batchbald", "max_cover", "coreset"]
 BUDGETS = [2, 4, 8, 16, 32, 64, 128]
+LOOP_ONLY = {"strategy", "seed", "rounds", "query", "query_schedule", "initial", "initial_source",
+             "balanced_initial", "score_subset", "no_delete", "warm_start", "mc_samples", "consistent_masks",
+             "score_precision", "compile_scoring", "score_batch_size", "reduction", "sampling", "temperature",
+             "candidates", "beta", "alpha", "mi_bins", "strategy_options", "heatmaps", "save_per_item", "device"}
+"""Settings that change how a round picks, not how a labelled set is trained and scored: left out of a
+calibration row's recipe, so that a study setting can change them without invalidating the calibration."""
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def recipe_of(cfg: SimConfig) -> dict:
+    """What a calibration fit depends on: data, split, model and training settings (JSON-ready)."""
+    return {k: v for k, v in sorted(dataclasses.asdict(cfg).items()) if k not in LOOP_ONLY}
+
+
+def calibration_rows(cfg: SimConfig) -> tuple[list[dict], int]:
+    """The ledger's rows trained with ``cfg``'s recipe (the full pool with its reference recipe), and
+    how many rows were left out because they were trained otherwise."""
+    rows, stale = [], 0
+    for r in read_jsonl(CALIBRATION):
+        if r.get("recipe") == recipe_of(cfg.reference_config(r["n"]) if r["budget"] == "full" else cfg):
+            rows.append(r)
+        else:
+            stale += 1
+    return rows, stale
 
 
 # ------------------------------------------------------------------------------------------ calibrate
@@ -58,8 +82,13 @@ def calibrate(cfg: SimConfig, seeds: int, deadline: float | None) -> None:
     dataset = load_for(cfg)
     split = make_split(dataset, 1, cfg.split_seed, 0, max_pool=cfg.max_pool)
     pool = np.union1d(split.initial, split.pool)
-    done = {(r["budget"], r["seed"]) for r in read_jsonl(CALIBRATION)}
-    todo = [(b, s) for s in range(seeds) for b in [*BUDGETS, "full"]]
+    rows, stale = calibration_rows(cfg)
+    if stale:
+        print(f"calibrate: {stale} ledger rows were trained with another recipe; they are kept in the ledger "
+              "but neither reused nor summarised")
+    done = {(r["budget"], r["seed"]) for r in rows}
+    # the cheap budgets of every seed first, then the full-pool references (about 20 min each on 2 cores)
+    todo = [(b, s) for s in range(seeds) for b in BUDGETS] + [("full", s) for s in range(seeds)]
     for budget, seed in tqdm(todo, desc="calibrate", unit="fit"):
         if (budget, seed) in done or (deadline is not None and time.time() >= deadline):
             continue
@@ -75,13 +104,14 @@ def calibrate(cfg: SimConfig, seeds: int, deadline: float | None) -> None:
         seconds = time.perf_counter() - t0
         _, test = engine.evaluate(model, dataset, split.test, 0, "cpu")
         rec = {"budget": budget, "seed": seed, "n": int(len(idx)), "steps": run_cfg.steps_for(len(idx)),
-               "seconds": round(seconds, 1), "test": {k: round(float(v), 6) for k, v in test.items()}}
+               "seconds": round(seconds, 1), "test": {k: round(float(v), 6) for k, v in test.items()},
+               "recipe": recipe_of(run_cfg)}
         with CALIBRATION.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
 
 
-def calibration_summary(metric: str = "dice") -> dict | None:
-    recs = read_jsonl(CALIBRATION)
+def calibration_summary(cfg: SimConfig, metric: str = "dice") -> dict | None:
+    recs, stale = calibration_rows(cfg)
     if not recs:
         return None
     by_budget: dict = {}
@@ -90,7 +120,7 @@ def calibration_summary(metric: str = "dice") -> dict | None:
     rows = {b: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None, "seeds": len(v)}
             for b, v in by_budget.items()}
     ceiling = rows.get("full", {}).get("mean")
-    out = {"metric": metric, "budgets": rows, "ceiling": ceiling}
+    out = {"metric": metric, "budgets": rows, "ceiling": ceiling, "rows_of_other_recipes": stale}
     if ceiling:
         at4 = rows.get("4", {}).get("mean")
         reach = [b for b in BUDGETS if str(b) in rows and rows[str(b)]["mean"] >= 0.95 * ceiling]
@@ -119,11 +149,11 @@ def pick_shares(runs) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ results
-def write_results(machine: dict) -> None:
+def write_results(machine: dict, cfg: SimConfig) -> None:
     from activeseg.report import build_report, find_runs
     from activeseg.report.tables import to_markdown
 
-    doc: dict = {"machine": machine, "calibration": calibration_summary()}
+    doc: dict = {"machine": machine, "calibration": calibration_summary(cfg)}
     md = ["# Segmentation benchmark: nuclei3 with a domain shift", "",
           "Made by `python benchmarks/seg_benchmark.py` (stages calibrate, study; settings in "
           f"`configs/seg_benchmark.toml`). Host: {machine.get('model')} (flags: "
@@ -135,7 +165,8 @@ def write_results(machine: dict) -> None:
         ceiling = "–" if cal["ceiling"] is None else f"{cal['ceiling']:.4f}"
         md += ["## Calibration: random at fixed budgets", "",
                "Test Dice (mean over the foreground classes, sources weighted equally); ceiling = the full pool "
-               f"trained with the reference budget: {ceiling}.", "",
+               f"trained with the reference budget: {ceiling}. Rows trained with another recipe than the config's "
+               f"are left out ({cal['rows_of_other_recipes']} in the ledger).", "",
                "| labelled patches | seeds | test Dice mean | sd | % of ceiling |", "|---|---|---|---|---|"]
         for b in [*map(str, BUDGETS), "full"]:
             row = cal["budgets"].get(b)
@@ -185,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         calibrate(cfg, args.seeds, deadline)
     elif args.stage == "study":
         study(cfg, args.seeds, args.workers, deadline)
-    write_results(json.loads(machine_path.read_text()) if machine_path.exists() else {})
+    write_results(json.loads(machine_path.read_text()) if machine_path.exists() else {}, cfg)
     return 0
 
 
