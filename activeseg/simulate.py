@@ -8,8 +8,9 @@ worker processes) and ``activeseg sweep`` (any grid, run on Ray). Layout of ``ou
 
 where ``<group>`` names the values of the grid keys other than strategy and seed that take several
 values (``query=4``; empty when there are none). Each group and seed's reference is trained once and its
-``reference.json`` copied into every run folder of that group and seed. Jobs come references first, then
-seed by seed (a run stopped early leaves every strategy with the same seeds).
+``reference.json`` copied into every run folder of that group and seed. Jobs come seed by seed, each seed's
+references before its runs (a run stopped early leaves every strategy with the same seeds, and no
+seed waits for the references of later seeds).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def plan(base: SimConfig, grid: dict[str, list], out: str | Path, resume: bool =
         if cfg.reference:
             ref_dir = group / "reference" / f"seed_{cfg.seed}"
             references.setdefault(ref_dir, Job("reference", cfg, ref_dir, resume))
-    return list(references.values()) + sorted(runs, key=lambda job: job.cfg.seed)  # stable within a seed
+    return sorted([*references.values(), *runs], key=lambda job: job.cfg.seed)  # stable: references first
 
 
 def copy_references(jobs: list[Job]) -> None:

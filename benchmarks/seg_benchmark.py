@@ -131,11 +131,11 @@ def calibration_summary(cfg: SimConfig, metric: str = "dice") -> dict | None:
 
 
 # ------------------------------------------------------------------------------------------ study
-def study(cfg: SimConfig, seeds: int, workers: int, deadline: float | None) -> None:
+def study(cfg: SimConfig, seeds: int, workers: int, deadline: float | None, threads: int) -> None:
     from activeseg.simulate import simulate
 
     simulate(cfg, STRATEGIES, list(range(seeds)), RUNS, workers=workers, resume=True, deadline=deadline,
-             threads=max(1, 2 // max(1, workers)))
+             threads=threads)
 
 
 def pick_shares(runs) -> dict:
@@ -204,18 +204,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--hours", type=float, default=None, help="start no training / round after this long")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per worker (default: 2 with one worker, else 1), e.g. 1 to leave a core free")
     ap.add_argument("--config", type=Path, default=CONFIG)
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     machine_path = RESULTS / "seg_benchmark_machine.json"
     deadline = None if args.hours is None else time.time() + 3600 * args.hours
+    threads = args.threads or (2 if args.workers <= 1 else 1)
     if args.stage != "results":
-        set_threads(2 if args.workers <= 1 else 1)
+        set_threads(threads)
         machine_path.write_text(json.dumps(describe(), indent=1) + "\n")
     if args.stage == "calibrate":
         calibrate(cfg, args.seeds, deadline)
     elif args.stage == "study":
-        study(cfg, args.seeds, args.workers, deadline)
+        study(cfg, args.seeds, args.workers, deadline, threads)
     write_results(json.loads(machine_path.read_text()) if machine_path.exists() else {}, cfg)
     return 0
 

@@ -21,9 +21,9 @@ def test_strategy_seed_grid_layout_and_order(tmp_path):
     jobs = plan(BASE, {"strategy": ["random", "bald"], "seed": [0, 1]}, tmp_path)
     assert rel(jobs, tmp_path) == [
         ("reference", "reference/seed_0"),
-        ("reference", "reference/seed_1"),
         ("run", "random/seed_0"),
         ("run", "bald/seed_0"),
+        ("reference", "reference/seed_1"),
         ("run", "random/seed_1"),
         ("run", "bald/seed_1"),
     ]
@@ -73,7 +73,8 @@ def test_references_one_per_group_and_seed(tmp_path):
     assert len(refs) == 2 * 3
     assert len({j.run_dir for j in refs}) == len(refs)
     kinds = [j.kind for j in jobs]
-    assert kinds == ["reference"] * 6 + ["run"] * 18  # references first
+    assert kinds == (["reference"] * 2 + ["run"] * 6) * 3  # seed by seed, each seed's references first
+    assert [j.cfg.seed for j in jobs] == [0] * 8 + [1] * 8 + [2] * 8
     assert all(j.run_dir.parent.name == "reference" and j.run_dir.name == f"seed_{j.cfg.seed}" for j in refs)
 
 
@@ -162,7 +163,7 @@ def test_sweep_expand_equals_plan(tmp_path):
     expected = plan(base, {"strategy": ["random", "density_weighted"], "seed": [1, 0], "initial": [4, 8]}, out)
     assert jobs == expected
     assert len(jobs) == 4 + 8
-    assert jobs[0].run_dir == out / "initial=4" / "reference" / "seed_1"
+    assert jobs[0].run_dir == out / "initial=4" / "reference" / "seed_0"
     assert all(j.cfg.rounds == 4 and j.cfg.strategy_options == {"beta": 2.0} for j in jobs)
 
 

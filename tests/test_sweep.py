@@ -56,7 +56,9 @@ def test_grid_expansion(tmp_path):
     jobs = expand(sweep, tmp_path / "out")
     refs = [j for j in jobs if j.kind == "reference"]
     runs = [j for j in jobs if j.kind == "run"]
-    assert jobs[: len(refs)] == refs  # references first
+    for seed in (0, 1):  # seed by seed, each seed's references first
+        kinds = [j.kind for j in jobs if j.cfg.seed == seed]
+        assert kinds == ["reference"] * 2 + ["run"] * 4
     assert sorted(str(j.run_dir.relative_to(tmp_path / "out")) for j in refs) == [
         "query=4/reference/seed_0", "query=4/reference/seed_1", "query=8/reference/seed_0", "query=8/reference/seed_1"]
     assert len(runs) == 2 * 2 * 2  # lr takes one value: no folder level for it
