@@ -102,6 +102,20 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from activeseg.serve.cli import serve
+    except ImportError as err:
+        raise RuntimeError(f"activeseg serve needs the server's packages ({err.name} is missing); "
+                           "install them with: pip install 'activeseg[serve]'") from None
+    settings = {"strategy": args.strategy, "lease_seconds": 60 * args.lease_minutes,
+                "max_upload_bytes": int(args.max_upload_mb * 2**20), "max_pixels": args.max_pixels,
+                "train": {"patch_size": args.patch_size}}
+    serve(args.project, args.images, args.masks, host=args.host, port=args.port, url=args.db, classes=args.classes,
+          train_threads=args.train_threads, **settings)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from activeseg.data import DATASETS, load_dataset
     from activeseg.data.fetch import data_dir
@@ -168,6 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_config_flags(p)
     p.set_defaults(func=cmd_suggest)
+
+    p = sub.add_parser("serve", help="the annotation server: a project's datastore, HTTP API and annotator page")
+    p.add_argument("--project", required=True, help="project folder (created on first start, reopened later)")
+    p.add_argument("--images", help="folder of PNG/TIFF images; its new files are added at every start")
+    p.add_argument("--masks", help="folder of masks for some of them (same file stems), taken in as labels")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--db", help="SQLAlchemy database URL (default: SQLite in the project folder), "
+                                "e.g. postgresql://user@host/activeseg")
+    p.add_argument("--train-threads", type=int, default=0, help="torch threads of the training process (0: all)")
+    g = p.add_argument_group("project settings (used when the project is created; later edit project.toml)")
+    g.add_argument("--classes", type=int, help="class count of label-map masks (else classes.json or inferred)")
+    g.add_argument("--strategy", default="bald", help="acquisition strategy of the queue (default bald)")
+    g.add_argument("--patch-size", type=int, default=64, help="training patch size (default 64)")
+    g.add_argument("--lease-minutes", type=float, default=30.0, help="how long an item stays leased (default 30)")
+    g.add_argument("--max-upload-mb", type=float, default=64.0, help="upload size cap in MiB (default 64)")
+    g.add_argument("--max-pixels", type=int, default=50_000_000, help="pixel-count cap of an upload (default 5e7)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("data", help="list or fetch the bundled real datasets")
     p.add_argument("action", choices=["list", "fetch"])

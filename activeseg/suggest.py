@@ -71,13 +71,9 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
     t0 = time.perf_counter()
     seed = round_seed(cfg.seed, 1)
     model, fitres = _train(engine, data, labeled, seed, device, quiet)
-    candidates = [data.images[i] for i in unlabeled]
-    picks = len(unlabeled) if not engine.strategy.needs else k  # score-only strategies rank everything
     if not quiet:
         print(f"activeseg: scoring {len(unlabeled)} unlabelled image(s) with {cfg.strategy}")
-    sel = engine.propose(model, candidates, [data.images[i] for i in labeled], picks, seed, device,
-                         measures=MEASURES)
-    order = ranking(sel, len(unlabeled))
+    order, sel = rank_unlabelled(engine, model, data, labeled, unlabeled, k, seed, device, measures=MEASURES)
     rows = [{"file": data.paths[unlabeled[j]].name, "score": float(sel.scores[j]), "rank": rank,
              **{f"mean_{name}": round(float(v[j]), 6) for name, v in sel.measures.items()}}
             for rank, j in enumerate(order, start=1)]
@@ -103,16 +99,31 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
 def _train(engine: Engine, data, labeled: list[int], seed: int, device: str, quiet: bool):
     """The model trained on patches of the labelled images; whole images are held out for checkpoint
     selection when there are three or more, else it validates on its training images."""
-    cfg = engine.cfg
-    order = list(np.random.default_rng(cfg.seed).permutation(labeled))
+    order = list(np.random.default_rng(engine.cfg.seed).permutation(labeled))
     n_val = max(1, round(0.2 * len(labeled))) if len(labeled) >= 3 else 0
-    val_imgs, train_imgs = order[:n_val], order[n_val:]
-    both = _patches(data, train_imgs + (val_imgs or train_imgs), cfg.patch_size)
-    n_train = int(np.isin(both.groups, train_imgs).sum()) if val_imgs else len(both) // 2
+    return train_on(engine, data, order[n_val:], order[:n_val], seed, device, quiet)
+
+
+def train_on(engine: Engine, data, train: list[int], val: list[int], seed: int, device: str, quiet: bool = True):
+    """``(model, FitResult)`` trained on patches of the images ``train`` (their masks must exist) with
+    checkpoints chosen on the whole images ``val`` (on the training images when ``val`` is empty)."""
+    train, val = [int(i) for i in train], [int(i) for i in val]
+    both = _patches(data, train + (val or train), engine.cfg.patch_size)
+    n_train = int(np.isin(both.groups, train).sum()) if val else len(both) // 2
     if not quiet:
-        print(f"activeseg: training on {n_train} patches from {len(train_imgs)} labelled image(s), "
-              f"validating on {len(val_imgs) or len(train_imgs)} image(s)")
+        print(f"activeseg: training on {n_train} patches from {len(train)} labelled image(s), "
+              f"validating on {len(val) or len(train)} image(s)")
     return engine.fit(both, np.arange(n_train), np.arange(n_train, len(both)), seed, device)
+
+
+def rank_unlabelled(engine: Engine, model, data, labeled: list[int], unlabeled: list[int], k: int, seed: int,
+                    device: str, measures: tuple[str, ...] = ()):
+    """``(order, selection)``: every unlabelled image (positions in ``unlabeled``) best first, the engine's
+    ``k`` picks leading (score-only strategies rank them all by score)."""
+    picks = len(unlabeled) if not engine.strategy.needs else min(k, len(unlabeled))
+    sel = engine.propose(model, [data.images[i] for i in unlabeled], [data.images[i] for i in labeled], picks,
+                         seed, device, measures=measures)
+    return ranking(sel, len(unlabeled)), sel
 
 
 def _patches(data, which: list[int], patch_size: int) -> ImageDataset:

@@ -50,11 +50,15 @@ CLASS_COLOURS = ((0.0, 0.0, 0.0), (0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0
 """RGB of classes 0, 1, 2, ... (cycled after 9 foreground classes); class 0 (background) is not drawn."""
 
 
+def class_table(classes: int) -> list[tuple[float, float, float]]:
+    """RGB in [0, 1] of classes ``0 .. classes-1`` (the colours cycle after 9 foreground classes)."""
+    return [CLASS_COLOURS[0]] + [CLASS_COLOURS[1 + (c - 1) % 9] for c in range(1, classes)]
+
+
 def class_colours(class_map_H_W: np.ndarray) -> np.ndarray:
     """``[H, W, 4]`` RGBA of a class map: each foreground class in its colour, background transparent."""
     cls = np.asarray(class_map_H_W, dtype=np.int64)
-    top = int(cls.max(initial=0))
-    table = np.array([CLASS_COLOURS[0]] + [CLASS_COLOURS[1 + (c - 1) % 9] for c in range(1, top + 1)])
+    table = np.array(class_table(int(cls.max(initial=0)) + 1))
     rgba = np.zeros((*cls.shape, 4))
     rgba[..., :3] = table[np.clip(cls, 0, len(table) - 1)]
     rgba[..., 3] = np.where(cls > 0, 0.6, 0.0)

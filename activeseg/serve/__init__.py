@@ -1,0 +1,1 @@
+"""The annotation server: ``activeseg serve`` (datastore, HTTP API, annotator page)."""
