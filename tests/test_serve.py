@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import threading
 import time
@@ -18,7 +19,30 @@ from PIL import Image
 from serve_util import TINY_TRAIN, blob_folder, free_port, png_bytes, process_server, thread_server, wait_healthy
 
 from activeseg.serve.cli import open_project
-from activeseg.serve.store import Store
+from activeseg.serve.project import ProjectError
+from activeseg.serve.store import Store, StoreError, database_url
+
+
+PG_URL = os.environ.get("ACTIVESEG_TEST_PG_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> str:
+    """The store's URL: '' (SQLite in the project folder) or a PostgreSQL database, emptied first. The
+    PostgreSQL store is tested where a server is given by ACTIVESEG_TEST_PG_URL (``.ci/run`` starts one)."""
+    if request.param == "sqlite":
+        return ""
+    if not PG_URL:
+        pytest.skip("set ACTIVESEG_TEST_PG_URL=postgresql://user:password@host/database to test the PostgreSQL "
+                    "store (.ci/run starts a local server for it)")
+    import sqlalchemy as sa
+
+    from activeseg.serve.store import database_url, meta
+
+    engine = sa.create_engine(database_url(PG_URL))
+    meta.drop_all(engine)
+    engine.dispose()
+    return PG_URL
 
 
 def _auth(token: str) -> dict:
@@ -59,6 +83,27 @@ def test_project_file_and_reopen_add_only_new_images(tmp_path, lab_folder):
     assert added3 == {"images": 1, "labels": 0}
     store = Store(root)
     assert len(store.images()) == 8 and store.integrity_check() == []
+    store.close()
+    # the store is the one the project was created with: another --db is refused, nothing is touched
+    with pytest.raises(ProjectError, match="created with SQLite in the project folder"):
+        open_project(root, images, None, url=f"sqlite:///{tmp_path / 'other.db'}")
+    assert not (tmp_path / "other.db").exists()
+    with pytest.raises(StoreError, match="SQLite .* or PostgreSQL"):
+        database_url("mysql://u@h/db")
+
+
+def test_restart_moves_unacknowledged_files_aside(tmp_path, lab_folder):
+    images, masks = lab_folder(tmp_path / "lab", n_labeled=1)
+    root = tmp_path / "p"
+    open_project(root, images, masks)
+    (root / "labels" / "1" / "v0002.png").write_bytes(b"written, never committed")
+    (root / "labels" / "1" / ".v0003.png.123.tmp").write_bytes(b"half")
+    store = Store(root)
+    done = store.recover()
+    assert done["orphans_moved"] == ["labels/1/v0002.png"] and done["temp_files_removed"] == ["labels/1/.v0003.png.123.tmp"]
+    moved = list((root / "orphans").rglob("v0002.png"))
+    assert len(moved) == 1 and moved[0].read_bytes() == b"written, never committed"
+    assert store.integrity_check() == [] and len(store.final_labels()) == 1
     store.close()
 
 
@@ -228,11 +273,12 @@ def test_refusals_say_what_is_wrong(lab_project):
     store.close()
 
 
-def test_concurrent_annotators_never_share_an_item(tmp_path):
+def test_concurrent_annotators_never_share_an_item(tmp_path, database):
     """8 annotators at once, each asking for items and labelling them: every label stored once."""
     images, _ = blob_folder(tmp_path / "lab", n=48)
     root = tmp_path / "project"
-    _, token, _ = open_project(root, images, None, train=dict(TINY_TRAIN), lease_seconds=600)
+    _, token, _ = open_project(root, images, None, url=database or None, train=dict(TINY_TRAIN), lease_seconds=600)
+    assert tomllib.loads((root / "project.toml").read_text())["project"].get("database", "") == database
     tokens = {f"ann{i}": f"token-of-annotator-{i:02d}-xxxx" for i in range(8)}
     (root / "project.toml").write_text((root / "project.toml").read_text()
                                        + "".join(f'{k} = "{v}"\n' for k, v in tokens.items()))
@@ -267,7 +313,7 @@ def test_concurrent_annotators_never_share_an_item(tmp_path):
     assert errors == []
     all_ids = [i for ids in sent.values() for i in ids]
     assert len(all_ids) == 8 * per_annotator and len(set(all_ids)) == len(all_ids)  # nothing leased twice
-    store = Store(root)
+    store = Store(root, database or None)
     labels = store.final_labels()
     assert sorted(r["id"] for r in labels) == sorted(all_ids)
     assert all(len(store.label_versions(i)) == 1 for i in all_ids)  # no duplicated label
@@ -277,10 +323,10 @@ def test_concurrent_annotators_never_share_an_item(tmp_path):
     store.close()
 
 
-def test_sigkill_during_submissions_loses_nothing_acknowledged(tmp_path):
+def test_sigkill_during_submissions_loses_nothing_acknowledged(tmp_path, database):
     images, _ = blob_folder(tmp_path / "lab", n=60)
     root = tmp_path / "project"
-    _, token, _ = open_project(root, images, None, train=dict(TINY_TRAIN))
+    _, token, _ = open_project(root, images, None, url=database or None, train=dict(TINY_TRAIN))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
@@ -329,7 +375,7 @@ def test_sigkill_during_submissions_loses_nothing_acknowledged(tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    store = Store(root)
+    store = Store(root, database or None)
     assert store.integrity_check() == []
     labelled = {r["id"] for r in store.final_labels()}
     assert set(acked) <= labelled and len(labelled) <= len(acked) + 1  # at most the one in flight

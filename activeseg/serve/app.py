@@ -39,9 +39,10 @@ class Server:
     """What the routes share: the project, the store, the loaded model and the training process."""
 
     def __init__(self, root: Path, url: str | None, train_threads: int = 0) -> None:
-        self.root, self.url, self.train_threads = Path(root), url, train_threads
+        self.root, self.train_threads = Path(root), train_threads
         self.project = Project.load(self.root)
-        self.store = Store(self.root, url)
+        self.url = self.project.database_for(url)
+        self.store = Store(self.root, self.url)
         self.recovered = self.store.recover()
         self.lock = threading.Lock()  # one inference at a time in this process
         self._model: tuple[int, object, worker.ProjectData] | None = None
@@ -135,7 +136,8 @@ async def read_body(request: Request, cap: int) -> bytes:
 
 
 def create_app(root: str | Path, url: str | None = None, train_threads: int = 0) -> FastAPI:
-    """The app of the project in ``root`` (created before by :func:`activeseg.serve.cli.open_project`)."""
+    """The app of the project in ``root`` (created before by :func:`activeseg.serve.cli.open_project`); its
+    store is the database the project was created with (``url``, when given, must be that one)."""
     srv = Server(Path(root), url, train_threads)
     app = FastAPI(title="activeseg annotation server", version="1",
                   description="Active learning for segmentation: leases the most informative unlabelled images "

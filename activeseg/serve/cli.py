@@ -31,8 +31,9 @@ def open_project(root: str | Path, images: str | Path | None = None, masks: str 
         if data is None:
             raise ProjectError(f"{root} holds no project yet; give --images FOLDER to create it")
         names = tuple(data.class_names or ())
-        project, token = Project.create(root, classes=data.num_classes, class_names=names, **settings)
-    store = Store(root, url)
+        project, token = Project.create(root, classes=data.num_classes, class_names=names, database=url or "",
+                                        **settings)
+    store = Store(root, project.database_for(url))
     added = {"images": 0, "labels": 0}
     try:
         if data is not None:
@@ -59,10 +60,14 @@ def serve(root: str | Path, images=None, masks=None, host: str = "127.0.0.1", po
     from activeseg.serve.app import create_app
 
     project, token, added = open_project(root, images, masks, classes, url, **settings)
-    app = create_app(root, url, train_threads)
+    app = create_app(root, train_threads=train_threads)
     base = f"http://{host}:{port}/"
     print(f"activeseg serve: project {Path(root).resolve()} ({project.classes} classes, strategy {project.strategy}); "
           f"added {added['images']} image(s), {added['labels']} mask(s)")
+    rec = app.state.server.recovered
+    if rec["jobs_interrupted"] or rec["orphans_moved"]:
+        print(f"activeseg serve: recovered from an interrupted run: {rec['jobs_interrupted']} training job(s) marked "
+              f"failed, {len(rec['orphans_moved'])} file(s) never acknowledged moved to {Path(root) / 'orphans'}")
     if token:
         print(f"activeseg serve: created the project; annotator 'admin' has the token {token}\n"
               f"  (kept in {Path(root) / PROJECT_FILE}; add annotators under [annotators])")

@@ -38,6 +38,7 @@ class Project:
     max_upload_bytes: int = 64 * 2**20
     max_pixels: int = 50_000_000
     val_fraction: float = 0.2
+    database: str = ""  # SQLAlchemy URL of the store; empty: SQLite in the project folder
     train: dict = field(default_factory=dict)  # SimConfig overrides
     annotators: dict[str, str] = field(default_factory=dict)
     _mtime: float = 0.0
@@ -50,6 +51,14 @@ class Project:
         """The training and scoring settings: activeseg's defaults, then ``[train]``."""
         return load_config(None, **{**self.train, "strategy": self.strategy, "seed": self.seed,
                                     "classes": self.classes, "heatmaps": 0})
+
+    def database_for(self, url: str | None) -> str | None:
+        """The store's URL: the one the project was created with; ``url`` (``--db``) must agree with it."""
+        if url and url != self.database:
+            where = f"the database {self.database!r}" if self.database else "SQLite in the project folder"
+            raise ProjectError(f"{self.path} was created with {where}, not {url!r}; start without --db, or "
+                               "change `database` in project.toml after moving the data there")
+        return self.database or None
 
     def names(self) -> tuple[str, ...]:
         return self.class_names or tuple(["background"] + [f"class {c}" for c in range(1, self.classes)])
@@ -120,9 +129,9 @@ class Project:
         """Write project.toml atomically (temp file + rename)."""
         lines = ["# activeseg serve project; add annotators under [annotators] as name = \"token\"", "[project]"]
         for key in ("classes", "class_names", "strategy", "seed", "lease_seconds", "max_upload_bytes", "max_pixels",
-                    "val_fraction"):
+                    "val_fraction", "database"):
             value = getattr(self, key)
-            if key == "class_names" and not value:
+            if key in ("class_names", "database") and not value:
                 continue
             lines.append(f"{key} = {_toml(value)}")
         lines += ["", "# training settings: any activeseg SimConfig key (e.g. patch_size, steps, base_filters)",

@@ -10,8 +10,8 @@ Durability: a file is written to a temporary name, fsynced and renamed into plac
 names it is committed, one transaction per label; SQLite runs in WAL mode with ``synchronous=FULL``. A
 crash at any point leaves either the committed row with its complete file, or no row (an unreferenced
 file is removed at the next start). Writers take the database's write lock at ``BEGIN`` (SQLite
-``BEGIN IMMEDIATE``), so two annotators' leases or labels never interleave; a lease is also a primary
-key, so no backend can lease one image twice.
+``BEGIN IMMEDIATE``; on PostgreSQL one transaction-scoped advisory lock), so two annotators' leases or
+labels never interleave; a lease is also a primary key, so no backend can lease one image twice.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ jobs_t = sa.Table(
     sa.Column("pid", sa.Integer),
 )
 ACTIVE = ("running",)
+WRITE_LOCK = 0x61637469  # PostgreSQL advisory lock key of the store's writers
 
 
 class StoreError(ValueError):
@@ -100,6 +101,25 @@ class StoreError(ValueError):
     def __init__(self, message: str, status: int = 409) -> None:
         super().__init__(message)
         self.status = status
+
+
+def database_url(url: str) -> str:
+    """``url`` checked: SQLite or PostgreSQL (``postgresql://`` is served by psycopg 3 when psycopg2 is
+    absent); anything else is refused with what to use instead."""
+    scheme = url.split(":", 1)[0]
+    if scheme.startswith("sqlite"):
+        return url
+    if not scheme.startswith("postgresql"):
+        raise StoreError(f"database URL {url!r}: activeseg serve stores projects in SQLite (the default) or "
+                         "PostgreSQL (postgresql://user:password@host/database)", 400)
+    if scheme == "postgresql":
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None:
+            if importlib.util.find_spec("psycopg") is None:
+                raise StoreError("a PostgreSQL store needs a driver: pip install 'activeseg[postgres]'", 400)
+            return "postgresql+psycopg" + url[len(scheme):]
+    return url
 
 
 def sha256(data: bytes) -> str:
@@ -133,10 +153,15 @@ class Store:
         self.root = Path(root)
         for sub in ("images", "labels", "models"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.url = url or f"sqlite:///{self.root / 'store.db'}"
+        self.url = database_url(url or f"sqlite:///{self.root / 'store.db'}")
         self.sqlite = self.url.startswith("sqlite")
         kwargs = {"connect_args": {"timeout": 60}} if self.sqlite else {"pool_pre_ping": True}
         self.engine = sa.create_engine(self.url, **kwargs)
+        if self.url.startswith("postgresql"):
+            @event.listens_for(self.engine, "begin")
+            def _begin_pg(conn):  # writers queue on one transaction-scoped lock, as SQLite's BEGIN IMMEDIATE
+                if not conn.get_execution_options().get("readonly"):
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
         if self.sqlite:
             @event.listens_for(self.engine, "connect")
             def _connect(dbapi_conn, _record):
@@ -168,8 +193,9 @@ class Store:
 
     # -- start-up ----------------------------------------------------------------------------------------
     def recover(self) -> dict:
-        """After a crash or restart: jobs that were running are marked failed, temporary files and files no
-        committed row names (written, never acknowledged) are removed. Returns what was done."""
+        """After a crash or restart: jobs that were running are marked failed, temporary files are removed,
+        and files no committed row names (written, never acknowledged) are moved to ``orphans/`` (nothing on
+        disk is deleted on the database's word alone). Returns what was done."""
         now = time.time()
         with self.tx() as c:
             stale = c.execute(sa.update(jobs_t).where(jobs_t.c.state.in_(ACTIVE)).values(
@@ -177,14 +203,21 @@ class Store:
             named = {r.file for r in c.execute(sa.select(labels_t.c.file))}
             named |= {r.file for r in c.execute(sa.select(images_t.c.file))}
             named |= {r.file for r in c.execute(sa.select(models_t.c.file))}
-        removed = []
+        removed, moved = [], []
         for sub in ("images", "labels", "models"):
-            for path in (self.root / sub).rglob("*"):
+            for path in sorted((self.root / sub).rglob("*")):
                 rel = path.relative_to(self.root).as_posix()
-                if path.is_file() and rel not in named:
+                if not path.is_file() or rel in named:
+                    continue
+                if path.name.startswith(".") and path.name.endswith(".tmp"):  # an unfinished write_atomic
                     path.unlink()
                     removed.append(rel)
-        return {"jobs_interrupted": stale, "files_removed": removed}
+                else:
+                    target = self.root / "orphans" / time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, target)
+                    moved.append(rel)
+        return {"jobs_interrupted": stale, "temp_files_removed": removed, "orphans_moved": moved}
 
     def integrity_check(self) -> list[str]:
         """Every problem found (empty when consistent): the database's own check, every named file present
