@@ -22,7 +22,6 @@ from activeseg.serve.cli import open_project
 from activeseg.serve.project import ProjectError
 from activeseg.serve.store import Store, StoreError, database_url
 
-
 PG_URL = os.environ.get("ACTIVESEG_TEST_PG_URL")
 
 
@@ -100,7 +99,8 @@ def test_restart_moves_unacknowledged_files_aside(tmp_path, lab_folder):
     (root / "labels" / "1" / ".v0003.png.123.tmp").write_bytes(b"half")
     store = Store(root)
     done = store.recover()
-    assert done["orphans_moved"] == ["labels/1/v0002.png"] and done["temp_files_removed"] == ["labels/1/.v0003.png.123.tmp"]
+    assert done["orphans_moved"] == ["labels/1/v0002.png"]
+    assert done["temp_files_removed"] == ["labels/1/.v0003.png.123.tmp"]
     moved = list((root / "orphans").rglob("v0002.png"))
     assert len(moved) == 1 and moved[0].read_bytes() == b"written, never committed"
     assert store.integrity_check() == [] and len(store.final_labels()) == 1
