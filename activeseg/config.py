@@ -105,8 +105,12 @@ class SimConfig(TrainConfig):
                         "bootstrap, svgd (Nath et al.)")
     mc_samples: int = _f(20, "MC-dropout passes K")
     members: int = _f(5, "committee size K of ensemble / bootstrap / svgd (Nath et al.: 5)")
-    prior_precision: float = _f(1.0, "svgd: precision λ of the Gaussian prior on the weights, "
-                                "log p(θ) = -λ/2 ‖θ‖²")
+    prior_precision: float = _f(1e-4, "svgd: precision λ of the Gaussian prior on the weights, "
+                                "log p(θ) = -λ/2 ‖θ‖² (not on biases or normalisation layers)")
+    svgd_objective: str = _f("loss", "svgd log-likelihood: loss (-N × the training loss: Dice + cross-entropy), "
+                             "or nath_log_dice (Nath et al.'s per-image log soft Dice; prior on every parameter)")
+    svgd_kernel: str = _f("function", "svgd kernel: function (RBF on the members' softmax outputs, D'Angelo & "
+                          "Fortuin 2021) or weight (RBF on the flattened weights, Nath et al.)")
     consistent_masks: bool = _f(False, "MC dropout draws K masks once per round and reuses them for every item "
                                 "(faster)")
     score_precision: str = _f("auto", "compute dtype of MC-dropout scoring: float32, bfloat16, float16 (CUDA) "
@@ -178,9 +182,13 @@ class SimConfig(TrainConfig):
         return dataclasses.replace(self, **changes)
 
 
+SVGD_SETTINGS = ("prior_precision", "svgd_objective", "svgd_kernel")
+"""Settings only the ``svgd`` estimator reads: a run with another estimator does not depend on them."""
+
 LEGACY = {"optimizer": "adam", "lr_schedule": "constant", "ema_decay": 0.0, "augment_style": "affine",
           "norm": "batch", "source_weighting": "items", "classes": None, "ignore_index": 255, "warmup": 0.05,
-          "query_schedule": None, "initial_source": None, "reference_epochs": None}
+          "query_schedule": None, "initial_source": None, "reference_epochs": None,
+          "svgd_objective": "nath_log_dice", "svgd_kernel": "weight"}
 """What a config saved before these keys existed meant: the fixed schedule of the committed studies
 (constant-lr Adam, batch norm, affine augmentation, checkpoint picking, the mean over test items)."""
 

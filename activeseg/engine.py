@@ -23,6 +23,7 @@ from activeseg.data.dataset import ImageDataset, pad_to_multiple
 from activeseg.models import DEFAULT_MODEL, build_model
 from activeseg.scoring import score_and_summarize, uncertainty_maps
 from activeseg.uncertainty import get_method, has_dropout
+from activeseg.uncertainty.committee import SVGD_KERNELS, SVGD_OBJECTIVES
 from activeseg.uncertainty.estimators import Deterministic, MCDropout
 
 # Flat config keys that are strategy settings (key -> the strategy's own name for it).
@@ -118,6 +119,9 @@ class Engine:
         self.method = get_method(cfg.estimator)
         self.strategy = make_strategy(cfg)
         self.method.estimator(cfg, 0)  # a bad scoring setting fails here, before any training
+        for key, valid in (("svgd_objective", SVGD_OBJECTIVES), ("svgd_kernel", SVGD_KERNELS)):
+            if getattr(cfg, key) not in valid:
+                raise ValueError(f"{key} '{getattr(cfg, key)}' is not one of {', '.join(valid)}")
         if cfg.test_mc_samples > 0 and self.method.sampler is not MCDropout:
             raise ValueError(f"--test-mc-samples is for MC dropout; a {cfg.estimator} committee is evaluated by "
                              "its members' mean prediction: leave --test-mc-samples at 0")

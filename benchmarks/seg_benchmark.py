@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from machine import describe  # benchmarks/ is on sys.path when run as a script
 
-from activeseg.config import SimConfig, load_config
+from activeseg.config import SVGD_SETTINGS, SimConfig, load_config
 from activeseg.data import load_for, make_split
 from activeseg.engine import Engine
 from activeseg.simulate import set_threads
@@ -58,8 +58,17 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def recipe_of(cfg: SimConfig) -> dict:
-    """What a calibration fit depends on: data, split, model and training settings (JSON-ready)."""
-    return {k: v for k, v in sorted(dataclasses.asdict(cfg).items()) if k not in LOOP_ONLY}
+    """What a calibration fit depends on: data, split, model and training settings (JSON-ready; the SVGD
+    settings only when the estimator is ``svgd``)."""
+    unread = set(SVGD_SETTINGS) if cfg.estimator != "svgd" else set()
+    return {k: v for k, v in sorted(dataclasses.asdict(cfg).items()) if k not in LOOP_ONLY | unread}
+
+
+def same_recipe(saved: dict, recipe: dict) -> bool:
+    """A ledger row's recipe equals ``recipe``, up to the settings its estimator does not read (rows
+    written before they were left out of the recipe carry them)."""
+    unread = set(SVGD_SETTINGS) if saved.get("estimator") != "svgd" else set()
+    return {k: v for k, v in saved.items() if k not in unread} == recipe
 
 
 def calibration_rows(cfg: SimConfig) -> tuple[list[dict], int]:
@@ -67,7 +76,7 @@ def calibration_rows(cfg: SimConfig) -> tuple[list[dict], int]:
     how many rows were left out because they were trained otherwise."""
     rows, stale = [], 0
     for r in read_jsonl(CALIBRATION):
-        if r.get("recipe") == recipe_of(cfg.reference_config(r["n"]) if r["budget"] == "full" else cfg):
+        if same_recipe(r.get("recipe", {}), recipe_of(cfg.reference_config(r["n"]) if r["budget"] == "full" else cfg)):
             rows.append(r)
         else:
             stale += 1

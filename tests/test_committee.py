@@ -12,7 +12,7 @@ from activeseg.acquisition import STRATEGIES, get_strategy
 from activeseg.config import SimConfig
 from activeseg.data import load_dataset
 from activeseg.loop import run_simulation
-from activeseg.losses import log_likelihood, log_soft_dice_per_item
+from activeseg.losses import class_weights, log_likelihood, log_soft_dice_per_item
 from activeseg.models import UNet
 from activeseg.train import TrainConfig, evaluate, predict
 from activeseg.uncertainty import COMMITTEES, Committee, CommitteeEstimator, fit_committee, get_estimator
@@ -115,22 +115,24 @@ def test_log_likelihood_of_labels_is_the_log_softmax():
 
 
 def test_svgd_steps_along_phi(monkeypatch, patches):
-    """One Adam step from zero moments moves each weight by lr·sign(φ): the particles ascend along the
-    SVGD direction, and φ is computed from the stacked particles and their log-posterior gradients."""
+    """Weight space: one Adam step from zero moments moves each weight by lr·sign(φ): the particles ascend
+    along the SVGD direction, computed from the stacked particles and their log-posterior gradients."""
     x, y, vx, vy = patches
     members = [unet(s) for s in range(3)]
     before = [torch.cat([p.detach().reshape(-1).clone() for p in m.parameters()]) for m in members]
     seen = {}
-    real = committee_mod.svgd_direction
+    real = committee_mod.svgd_terms
 
     def spy(theta, grads):
         seen["theta"], seen["grads"] = theta.clone(), grads.clone()
-        seen["phi"] = real(theta, grads)
-        return seen["phi"]
+        terms = real(theta, grads)
+        seen["phi"] = terms.direction
+        return terms
 
-    monkeypatch.setattr(committee_mod, "svgd_direction", spy)
-    cfg = TrainConfig(steps=1, batch_size=4, lr=1e-3, eval_every=1, augment=False, checkpoint="last")
-    fit_svgd(members, x, y, vx, vy, cfg, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(committee_mod, "svgd_terms", spy)
+    cfg = TrainConfig(steps=1, batch_size=4, lr=1e-3, eval_every=1, augment=False, checkpoint="last",
+                      lr_schedule="constant")
+    res = fit_svgd(members, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), kernel="weight")
     np.testing.assert_allclose(seen["theta"].numpy(), torch.stack(before).numpy())
     after = torch.stack([torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in members])
     moved = (after - torch.stack(before)).numpy()
@@ -138,27 +140,78 @@ def test_svgd_steps_along_phi(monkeypatch, patches):
     big = np.abs(phi) > 1e-3  # Adam's eps blurs the sign of tiny entries
     np.testing.assert_allclose(moved[big], 1e-3 * np.sign(phi[big]), rtol=1e-3)
     assert float(seen["grads"].abs().sum()) > 0
+    assert res.history[-1]["kernel"] == "weight" and res.history[-1]["repulsion_over_drive"] > 0
 
 
-def test_svgd_with_zero_direction_leaves_the_particles(monkeypatch, patches):
+def test_function_space_particles_are_the_members_predictions(monkeypatch, patches):
+    """Function space: the kernel sees each member's softmax output on the batch, and the gradients with
+    respect to those outputs; a zero direction with no prior leaves every weight where it was."""
     x, y, vx, vy = patches
-    members = [unet(s) for s in range(2)]
+    members = [unet(s) for s in range(3)]
     start = [{k: v.clone() for k, v in m.state_dict().items() if "running" not in k and "num_batches" not in k}
              for m in members]
-    monkeypatch.setattr(committee_mod, "svgd_direction", lambda theta, grads: torch.zeros_like(theta))
-    cfg = TrainConfig(steps=3, batch_size=4, eval_every=0, augment=False, checkpoint="last")
-    fit_svgd(members, x, y, vx, vy, cfg, torch.Generator().manual_seed(0))
+    seen = {}
+
+    def zero(outputs, grads):
+        seen["outputs"], seen["grads"] = outputs.clone(), grads.clone()
+        return committee_mod.SVGDTerms(torch.zeros_like(outputs), torch.zeros_like(outputs),
+                                       torch.eye(len(outputs)), 1.0)
+
+    monkeypatch.setattr(committee_mod, "svgd_terms", zero)
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=0, augment=False, checkpoint="last")
+    fit_svgd(members, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), prior_precision=0.0, kernel="function")
+    assert seen["outputs"].shape == (3, 4 * 2 * 32 * 32)  # members × (batch · classes · pixels)
+    per_pixel = seen["outputs"].view(3, 4, 2, 32, 32).sum(2)
+    torch.testing.assert_close(per_pixel, torch.ones_like(per_pixel))  # softmax outputs
+    assert float(seen["grads"].abs().sum()) > 0
     for m, s in zip(members, start, strict=True):
         assert all(torch.equal(m.state_dict()[k], v) for k, v in s.items())
 
 
-def test_svgd_learns_nuclei_and_is_repeatable(patches):
+def test_svgd_likelihood_gradient_stays_bounded_on_nearly_empty_patches():
+    """An untrained network (p ≈ 0.5) on a typical patch and on a patch with one foreground pixel: Nath
+    et al.'s per-image log Dice puts ~9× the gradient on the nearly empty patch (∝ 1 / Dice_i); the
+    batch loss puts less on it than on the typical patch."""
+    y = torch.zeros(2, 32, 32, dtype=torch.long)
+    y[0, 8:24, 8:24] = 1
+    y[1, 3, 3] = 1
+    logits = 0.5 * torch.randn(2, 2, 32, 32, generator=torch.Generator().manual_seed(0))
+    ratio = {}
+    for objective in ("loss", "nath_log_dice"):
+        z = logits.clone().requires_grad_()
+        ll = committee_mod.svgd_log_likelihood(objective, z, y, 100, "dice+wce", class_weights(y.numpy(), 2))
+        (g,) = torch.autograd.grad(ll, z)
+        assert torch.isfinite(g).all()
+        ratio[objective] = float(g[1].norm() / g[0].norm())
+    assert ratio["nath_log_dice"] > 5 and ratio["loss"] < 1
+
+
+def test_svgd_prior_covers_weights_not_biases_or_norm_layers():
+    params = list(unet(0).parameters())
+    on = committee_mod.prior_parameters(params, "loss")
+    assert all(flag == (p.ndim > 1) for p, flag in zip(params, on, strict=True)) and any(on) and not all(on)
+    assert all(committee_mod.prior_parameters(params, "nath_log_dice"))
+
+
+def test_svgd_settings_checked_and_legacy_for_old_configs():
+    from activeseg.config import from_saved
+    from activeseg.engine import Engine
+
+    with pytest.raises(ValueError, match="svgd_kernel 'weights' is not one of function, weight"):
+        Engine(SimConfig(estimator="svgd", svgd_kernel="weights"))
+    old = from_saved({"estimator": "svgd", "prior_precision": 1.0})  # saved before the settings existed
+    assert (old.svgd_objective, old.svgd_kernel, old.prior_precision) == ("nath_log_dice", "weight", 1.0)
+    assert (SimConfig().svgd_objective, SimConfig().svgd_kernel) == ("loss", "function")
+
+
+@pytest.mark.parametrize("kernel", ["function", "weight"])
+def test_svgd_learns_nuclei_and_is_repeatable(patches, kernel):
     x, y, vx, vy = patches
     cfg = TrainConfig(steps=40, batch_size=8, lr=3e-3, eval_every=20, augment=False)
 
     def run(seed):
         members = [unet(s) for s in range(3)]
-        res = fit_svgd(members, x, y, vx, vy, cfg, torch.Generator().manual_seed(seed))
+        res = fit_svgd(members, x, y, vx, vy, cfg, torch.Generator().manual_seed(seed), kernel=kernel)
         return members, res
 
     members, res = run(0)

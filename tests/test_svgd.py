@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from activeseg.uncertainty.svgd import rbf_kernel, svgd_direction
+from activeseg.uncertainty.svgd import rbf_kernel, svgd_direction, svgd_terms
 
 
 def test_kernel_and_bandwidth_by_hand():
@@ -46,3 +46,34 @@ def test_identical_particles_feel_no_repulsion():
     torch.testing.assert_close(svgd_direction(theta, grad), grad.mean(0, keepdim=True).expand(4, 3))
     with pytest.raises(ValueError, match="differ"):
         svgd_direction(theta, grad[:2])
+
+
+def test_terms_split_the_direction_into_drive_and_repulsion():
+    theta = torch.tensor([[0.0, 1.0], [2.0, -1.0], [1.0, 1.0]])
+    grads = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 1.0]])
+    terms = svgd_terms(theta, grads)
+    torch.testing.assert_close(terms.direction, svgd_direction(theta, grads))
+    torch.testing.assert_close(terms.drive, terms.kernel @ grads)
+    s = terms.summary()
+    assert 0 < s["kernel_offdiag_min"] <= s["kernel_offdiag_mean"] <= s["kernel_offdiag_max"] < 1
+    assert s["repulsion_over_drive"] == pytest.approx(float(terms.repulse.norm() / terms.drive.norm()), rel=1e-5)
+
+
+def test_weight_space_kernel_is_flat_and_function_space_kernel_is_not():
+    """Five networks from different initialisations: every pairwise weight distance is nearly the same,
+    so the weight-space kernel is ≈ 1/(M+1) off the diagonal; their predictions differ unevenly."""
+    from activeseg.models import UNet
+    from activeseg.uncertainty.committee import _flat
+
+    members = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        members.append(UNet(in_channels=1, num_classes=2, depth=2, base_filters=8).eval())
+    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    off = ~torch.eye(5, dtype=torch.bool)
+    k_weight, _ = rbf_kernel(torch.stack([_flat([p.detach() for p in m.parameters()]) for m in members]))
+    assert float(k_weight[off].max() - k_weight[off].min()) < 0.02
+    assert torch.allclose(k_weight[off], torch.full((20,), 1 / 6), atol=0.01)
+    with torch.no_grad():
+        k_function, _ = rbf_kernel(torch.stack([m(x).softmax(1).reshape(-1) for m in members]))
+    assert float(k_function[off].max() - k_function[off].min()) > 0.3

@@ -29,7 +29,8 @@ def _fit_single(model, images, targets, val_images, val_targets, cfg, generator,
 def _committee_fitter(kind: str) -> Callable:
     def fit_(model, images, targets, val_images, val_targets, cfg, generator, device, num_classes, settings):
         return fit_committee(kind, list(model.members), images, targets, val_images, val_targets, cfg, generator,
-                             device=device, num_classes=num_classes, prior_precision=settings.prior_precision)
+                             device=device, num_classes=num_classes, prior_precision=settings.prior_precision,
+                             svgd_objective=settings.svgd_objective, svgd_kernel=settings.svgd_kernel)
 
     return fit_
 
