@@ -20,6 +20,7 @@ TABLE = {
         dict(
             max_entropy=LOG2,
             bald=0.0,
+            member_entropy=2 * LOG2,
             variation_ratio=0.0,
             mean_std=0.0,
             least_confidence=0.5,
@@ -33,6 +34,7 @@ TABLE = {
         dict(
             max_entropy=LOG2,
             bald=LOG2,
+            member_entropy=0.0,
             variation_ratio=0.5,
             mean_std=0.5,
             least_confidence=0.5,
@@ -46,6 +48,7 @@ TABLE = {
         dict(
             max_entropy=-(0.7 * math.log(0.7) + 0.3 * math.log(0.3)),
             bald=0.0,
+            member_entropy=-(0.7 * math.log(0.7) + 0.3 * math.log(0.3)),
             variation_ratio=0.0,
             mean_std=0.0,
             least_confidence=0.3,
@@ -59,6 +62,7 @@ TABLE = {
         dict(
             max_entropy=0.0,
             bald=0.0,
+            member_entropy=0.0,
             variation_ratio=0.0,
             mean_std=0.0,
             least_confidence=0.0,
@@ -72,6 +76,7 @@ TABLE = {
         dict(
             max_entropy=1.5 * LOG2,
             bald=1.5 * LOG2,
+            member_entropy=0.0,
             variation_ratio=0.5,
             mean_std=(0.5 + 2 * math.sqrt(0.1875)) / 3,
             least_confidence=0.5,
@@ -107,7 +112,7 @@ def test_hand_computed_torch(case, name, expected):
 
 def test_zero_log_zero_is_exactly_zero():
     certain = np.array([TABLE["class_certain"][0]])
-    for name in ("max_entropy", "bald", "vote_entropy"):
+    for name in ("max_entropy", "bald", "member_entropy", "vote_entropy"):
         value = HEURISTICS[name](certain)[0]
         assert value == 0.0 and not math.copysign(1.0, value) < 0
 
@@ -209,3 +214,14 @@ def test_numpy_and_torch_agree(probs):
         if name not in ("variation_ratio", "vote_entropy"):  # float32 rounding can flip an argmax tie
             from_float32 = fn(torch.from_numpy(probs).float()).numpy()
             np.testing.assert_allclose(from_float32, from_numpy, atol=1e-5, err_msg=name)
+
+
+@PROPERTY
+@given(probabilities())
+def test_member_entropy_is_k_times_the_expected_entropy(probs):
+    """Nath et al.'s Eq. 3 sums each sample's entropy: K · (H[p̄] - BALD), within [0, K log C]."""
+    k, log_c = probs.shape[1], math.log(probs.shape[2])
+    values = HEURISTICS["member_entropy"](probs)
+    expected = k * (HEURISTICS["max_entropy"](probs) - HEURISTICS["bald"](probs))
+    np.testing.assert_allclose(values, expected, atol=1e-9)
+    assert np.all(values >= 0) and np.all(values <= k * log_c + 1e-9)

@@ -36,6 +36,7 @@ __all__ = [
     "margin",
     "max_entropy",
     "mean_std",
+    "member_entropy",
     "std",
     "variation_ratio",
     "vote_entropy",
@@ -124,6 +125,29 @@ def bald(probs_N_K_C_S):
     entropy_of_mean = _entropy_over_classes(probs.mean(dim=1), dim=1)
     mean_of_entropies = _entropy_over_classes(probs, dim=2).mean(dim=1)
     return _back((entropy_of_mean - mean_of_entropies).clamp_min(0.0), from_numpy)
+
+
+def member_entropy(probs_N_K_C_S):
+    """Nath et al.'s Eq. 3 as written: the entropy of each sample (committee member, SVGD particle),
+    summed over the K samples, ``Σ_k H[p_k] = -Σ_k Σ_c p_kc log p_kc``.
+
+    This is K times the expected entropy ``mean_K H[p_k]``, the aleatoric term of BALD's decomposition
+    ``H[p̄] = BALD + mean_K H[p_k]``: it is high where every member is unsure, whether or not they
+    disagree. The epistemic alternative, the members' disagreement, is :func:`bald` (the committee's
+    Jensen-Shannon divergence).
+
+    Args:
+        probs_N_K_C_S: class probabilities ``[N, K, C, *spatial]`` (numpy or torch).
+
+    Returns:
+        Map ``[N, *spatial]`` in nats, in ``[0, K log C]``.
+
+    References:
+        Nath, Yang, Xu, Roth. Diminishing uncertainty within the training pool: active learning for
+        medical image segmentation. IEEE TMI 2021, Eq. 3. https://arxiv.org/abs/2101.02323
+    """
+    probs, from_numpy = _to_torch(probs_N_K_C_S)
+    return _back(_entropy_over_classes(probs, dim=2).sum(dim=1), from_numpy)
 
 
 def variation_ratio(probs_N_K_C_S):
@@ -279,8 +303,11 @@ def fused_maps(probs_N_K_C_S, names=("max_entropy", "bald", "variation_ratio", "
     if "max_entropy" in names or "bald" in names:
         h_mean = _entropy_over_classes(mean, dim=1)
         out["max_entropy"] = h_mean
+    if "bald" in names or "member_entropy" in names:
+        h_each = _entropy_over_classes(probs, dim=2)  # [N, K, *S]
+        out["member_entropy"] = h_each.sum(dim=1)
         if "bald" in names:
-            out["bald"] = (h_mean - _entropy_over_classes(probs, dim=2).mean(dim=1)).clamp_min(0.0)
+            out["bald"] = (out["max_entropy"] - h_each.mean(dim=1)).clamp_min(0.0)
     if "mean_std" in names or "std" in names:
         var = (probs - mean[:, None]).square().mean(dim=1)  # [N, C, *S], population variance over K
         out["mean_std"] = var.sqrt().mean(dim=1)
@@ -308,6 +335,7 @@ def fused_maps(probs_N_K_C_S, names=("max_entropy", "bald", "variation_ratio", "
 HEURISTICS: dict[str, Callable] = {
     "max_entropy": max_entropy,
     "bald": bald,
+    "member_entropy": member_entropy,
     "variation_ratio": variation_ratio,
     "mean_std": mean_std,
     "least_confidence": least_confidence,

@@ -45,6 +45,9 @@ Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` build
 - ``vote_entropy``: ``vote_entropy`` map, ``mean``.
 - ``std``: ``std`` map, ``sum`` (the axon-myelin score without distance weighting).
 - ``std_edt``: ``std`` map, ``distance_weighted`` (the axon-myelin method).
+- ``nath_entropy``: ``member_entropy`` map (Nath et al.'s Eq. 3: each member's entropy, summed over the
+  members), ``sum`` over the pixels as the paper sums over voxels; ``bald`` is the epistemic alternative
+  (the committee's Jensen-Shannon divergence). ``entropy_mi`` takes either as its ``base``.
 - ``random``: no map; ``needs_model=False``.
 - ``power_bald``: BALD scores, k items sampled ∝ score (Kirsch et al. 2023); any uncertainty strategy
   takes ``sampling="power" | "softmax" | "rank"`` and ``temperature``.
@@ -373,6 +376,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "vote_entropy": _uncertainty("vote_entropy", "vote_entropy", "mean"),
     "std": _uncertainty("std", "std", "sum"),
     "std_edt": _uncertainty("std_edt", "std", "distance_weighted", variance=False),
+    "nath_entropy": _uncertainty("nath_entropy", "member_entropy", "sum"),
     "random": RandomStrategy,
     "power_bald": _uncertainty("power_bald", "bald", "mean", sampling="power"),
     "max_cover": _batch("max_cover", "max_cover", base="mean_std", candidates=16),
