@@ -57,13 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--annotators", type=int, default=8)
     ap.add_argument("--items", type=int, default=25, help="items each annotator labels")
+    ap.add_argument("--db", default=None, help="a PostgreSQL URL to store the project in (emptied first; "
+                    "default: SQLite in the project folder); results go to serve_load_postgresql.json / .md")
     args = ap.parse_args(argv)
     n_items = args.annotators * args.items
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         images = make_folder(tmp, n_items + 20)
         root = tmp / "project"
-        open_project(root, images, None)
+        if args.db:  # a scratch database: emptied, as the tests do
+            import sqlalchemy as sa
+
+            from activeseg.serve.store import database_url, meta
+
+            engine = sa.create_engine(database_url(args.db))
+            meta.drop_all(engine)
+            engine.dispose()
+        open_project(root, images, None, url=args.db)
         tokens = {f"annotator{i}": f"load-test-token-{i:02d}-0123456789" for i in range(args.annotators)}
         (root / "project.toml").write_text((root / "project.toml").read_text()
                                            + "".join(f'{k} = "{v}"\n' for k, v in tokens.items()))
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        store = Store(root)
+        store = Store(root, args.db)
         labels = store.final_labels()
         versions = sum(len(store.label_versions(r["id"])) for r in labels)
         integrity = store.integrity_check()
@@ -141,11 +151,16 @@ def main(argv: list[str] | None = None) -> int:
            "label_versions_stored": versions, "items_given_twice": len(ids) - len(set(ids)),
            "failures": failures[:20], "integrity_problems": integrity}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve_load.json").write_text(json.dumps(doc, indent=1) + "\n")
+    backend = "postgresql" if args.db else "sqlite"
+    stem = "serve_load" + ("_postgresql" if args.db else "")
+    doc["database"] = backend
+    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     m = doc["machine"]
     md = ["# Annotation server under load", "",
-          f"Made by `python benchmarks/serve_load.py --annotators {args.annotators} --items {args.items}`: "
-          f"`activeseg serve` (SQLite, one uvicorn process) on 127.0.0.1, {args.annotators} annotator threads "
+          f"Made by `python benchmarks/serve_load.py --annotators {args.annotators} --items {args.items}"
+          f"{' --db postgresql://…' if args.db else ''}`: `activeseg serve` "
+          f"({'PostgreSQL on this machine' if args.db else 'SQLite'}, one uvicorn process) on 127.0.0.1, "
+          f"{args.annotators} annotator threads "
           "each looping `GET /api/next?n=1` → `PUT /api/labels/{id}` (a 64×64 PNG mask) over real nuclei "
           f"patches. Host: {m.get('model')} (flags: {', '.join(m.get('flags', [])) or 'none'}), "
           f"{os.cpu_count()} cores, `torch.mm` peak {m.get('matmul_gflops', {}).get('float32', '?')} GFLOP/s "
@@ -158,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
           f"| items given to two annotators | {len(ids) - len(set(ids))} |",
           f"| failed requests | {len(failures)} |",
           f"| integrity check | {'ok' if not integrity else '; '.join(integrity[:3])} |", ""]
-    (RESULTS / "serve_load.md").write_text("\n".join(md))
+    (RESULTS / f"{stem}.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0 if not failures and not integrity and len(set(ids)) == len(ids) == len(labels) else 1
 
