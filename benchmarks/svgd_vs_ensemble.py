@@ -213,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="committees: keep the last results file's timing of part 2 instead of re-measuring it")
     ap.add_argument("--repeats", type=int, default=5, help="timing repeats of part 2")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--table-only", action="store_true", help="rewrite the .md and .png from the .json")
     args = ap.parse_args(argv)
+    if args.table_only:
+        write_report(json.loads((RESULTS / "svgd_vs_ensemble.json").read_text()))
+        return 0
     torch.set_num_threads(args.threads)
     sim = SimConfig()
     previous = json.loads((RESULTS / "svgd_vs_ensemble.json").read_text()) \
@@ -224,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     vx, vy = data.images[split.val], data.targets[split.val]
     prior = sim.prior_precision
     cfg = TrainConfig(steps=args.steps, batch_size=8, lr=args.lr, eval_every=0, checkpoint="last", augment=False,
-                      loss="dice", optimizer="adam", lr_schedule="constant", ema_decay=0.0,
+                      loss="dice", optimizer="adam", lr_schedule="constant", ema_decay=0.0, epochs=None,
                       weight_decay=prior / len(x))
     doc = {"machine": describe(), "train_patches": len(x), "val_patches": len(vx), "members": args.members,
-           "steps": args.steps, "lr": args.lr, "batch_size": 8, "prior_precision": prior,
-           "objective": args.objective, "threads": args.threads, "committees": {}}
+           "depth": sim.depth, "base_filters": sim.base_filters, "steps": args.steps, "lr": args.lr,
+           "batch_size": 8, "prior_precision": prior, "objective": args.objective, "threads": args.threads,
+           "parts": args.parts, "repeats": args.repeats, "committees": {}}
     for kind in KINDS:
         members = [Engine(sim).new_network(data, member_seed(args.seed, i)) for i in range(args.members)]
         print(f"svgd_vs_ensemble: training the {kind} committee", flush=True)
@@ -242,30 +247,43 @@ def main(argv: list[str] | None = None) -> int:
     else:
         doc["batching"] = {"members": previous.get("members"), **previous.get("batching", {}),
                            "kept_from_the_previous_results_file": True}
+    # the last run of the other objective (the committed one before issue 18: nath_log_dice), kept beside
+    keep = ("committees", "objective", "prior_precision", "steps", "train_patches", "val_patches")
+    before = previous.get("previous") if previous.get("objective") == args.objective else (
+        {k: previous[k] for k in keep if k in previous} if previous.get("committees") else None)
+    if before:
+        doc["previous"] = {"objective": "nath_log_dice", **before}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "svgd_vs_ensemble.json").write_text(json.dumps(doc, indent=1) + "\n")
+    write_report(doc)
+    return 0
+
+
+def write_report(doc: dict) -> None:
+    """``svgd_vs_ensemble.md`` and ``.png`` from the results document."""
     plot(doc, RESULTS / "svgd_vs_ensemble.png")
-    b = doc["batching"]
-    m = doc["machine"]
-    gate = doc["committees"]["ensemble"]["val_dice"][str(args.steps)]
-    indep = doc["committees"]["independent"]["val_dice"][str(args.steps)]
+    b, m, steps = doc["batching"], doc["machine"], doc["steps"]
+    gate = doc["committees"]["ensemble"]["val_dice"][str(steps)]
+    indep = doc["committees"]["independent"]["val_dice"][str(steps)]
     gap = float(np.mean(gate) - np.mean(indep))
+    table_head = ["| committee | final mean member Dice | range | final sd across members | mean sd, second half "
+                  "| kernel off-diagonal at the end; repulsion / drive | s / step (K members) |",
+                  "|---|---|---|---|---|---|---|"]
     md = [
         "# SVGD vs ensemble on real nuclei patches (Nath et al. 2020, Fig. 2)",
         "",
-        f"{len(x)} random labelled patches, {len(vx)} validation patches, K = {args.members} U-Nets (depth "
-        f"{sim.depth}, {sim.base_filters} filters) with the same initial weights for every committee, Adam "
-        f"{args.lr:g} at a constant rate, batch 8, {args.steps} steps, the soft Dice loss, no augmentation, "
-        f"{args.threads} torch threads (`python benchmarks/svgd_vs_ensemble.py --objective {args.objective}"
-        f"{' --parts committees' if args.parts == 'committees' else ''} --threads {args.threads}`). Host: "
+        f"{doc['train_patches']} random labelled patches, {doc['val_patches']} validation patches, K = "
+        f"{doc['members']} U-Nets (depth {doc['depth']}, {doc['base_filters']} filters) with the same initial "
+        f"weights for every committee, Adam {doc['lr']:g} at a constant rate, batch {doc['batch_size']}, {steps} "
+        f"steps, the soft Dice loss, no augmentation, {doc['threads']} torch threads (`python "
+        f"benchmarks/svgd_vs_ensemble.py --objective {doc['objective']}"
+        f"{' --parts committees' if doc['parts'] == 'committees' else ''} --threads {doc['threads']}`). Host: "
         f"{m.get('model')} (flags: {', '.join(m.get('flags', [])) or 'none'}), `torch.mm` peak "
-        f"{m.get('matmul_gflops', {}).get('float32', '?')} GFLOP/s float32. SVGD objective: `{args.objective}`"
-        f" with a prior of precision {prior:g}. `independent` is that objective with the kernel replaced by "
-        "the identity; `ensemble` trains each member alone on the batch soft-Dice loss.",
+        f"{m.get('matmul_gflops', {}).get('float32', '?')} GFLOP/s float32. SVGD objective: `{doc['objective']}`"
+        f" with a prior of precision {doc['prior_precision']:g}. `independent` is that objective with the kernel "
+        "replaced by the identity; `ensemble` trains each member alone on the batch soft-Dice loss.",
         "",
-        "| committee | final mean member Dice | range | final sd across members | mean sd, second half "
-        "| kernel off-diagonal at the end; repulsion / drive | s / step (K members) |",
-        "|---|---|---|---|---|---|---|",
+        *table_head,
         *committee_rows(doc),
         "",
         f"Gate (issue 18): `independent` within 0.01 Dice of `ensemble`: {np.mean(indep):.3f} vs "
@@ -274,24 +292,18 @@ def main(argv: list[str] | None = None) -> int:
         "![members' validation Dice and their spread over training](svgd_vs_ensemble.png)",
         "",
     ]
-    # the last run of the other objective (the committed one before issue 18: nath_log_dice), kept beside
-    before = previous.get("previous") if previous.get("objective") == args.objective else (
-        {k: previous[k] for k in ("committees", "objective", "prior_precision", "steps") if k in previous}
-        if previous.get("committees") else None)
+    before = doc.get("previous")
     if before:
-        before.setdefault("objective", "nath_log_dice")
         md += [f"## Before: objective `{before['objective']}`, prior precision {before.get('prior_precision')}",
-               "", "The last run of the other objective, kept from the results file this one replaced (its "
-               "`svgd` row is the weight-space kernel).", "",
-               "| committee | final mean member Dice | range | final sd across members | mean sd, second half "
-               "| kernel off-diagonal at the end; repulsion / drive | s / step (K members) |",
-               "|---|---|---|---|---|---|---|", *committee_rows(before), ""]
-        doc["previous"] = before
-        (RESULTS / "svgd_vs_ensemble.json").write_text(json.dumps(doc, indent=1) + "\n")
+               "", f"The last run of the other objective, kept from the results file this one replaced: "
+               f"{before.get('train_patches', '?')} labelled and {before.get('val_patches', '?')} validation "
+               "patches of the split of its day (absolute Dice levels are not comparable with the table above; "
+               "the gaps between committees are), its `svgd` row the weight-space kernel.", "",
+               *table_head, *committee_rows(before), ""]
     kept = " (kept from the previous results file, not re-measured in this run)" if b.get(
         "kept_from_the_previous_results_file") else ""
     if "train_loop" in b:
-        md += [f"## Batching the {b.get('members') or args.members} members (median of {args.repeats}, "
+        md += [f"## Batching the {b.get('members') or doc['members']} members (median of {doc['repeats']}, "
                f"interleaved){kept}", "",
                "| | Python loop over members | `vmap` over stacked parameters | vmap / loop |",
                "|---|---|---|---|",
@@ -301,7 +313,6 @@ def main(argv: list[str] | None = None) -> int:
                f"| {b['infer_vmap'] / b['infer_loop']:.2f} |", ""]
     (RESULTS / "svgd_vs_ensemble.md").write_text("\n".join(md))
     print("\n".join(md))
-    return 0
 
 
 if __name__ == "__main__":
