@@ -153,7 +153,7 @@ def test_errors():
     hnp.arrays(
         np.float64,
         st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5)),
-        elements=st.floats(0.0, 1.0),
+        elements=st.floats(0.0, 1.0, allow_subnormal=False),  # 5e-324 / 2 underflows to 0
     ),
     st.floats(0.01, 1.0),
 )
