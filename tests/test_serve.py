@@ -483,3 +483,50 @@ def test_annotator_page_in_headless_chromium(lab_project, tmp_path):
         assert versions[0]["model_id"] is not None  # it started from the model's suggestion
         status = {i["id"]: i["status"] for i in c.get(f"{base}/api/images", headers=h).json()["images"]}
         assert status[image_id] == "labeled"
+
+
+def test_expired_lease_returns_the_image_to_the_queue(tmp_path):
+    images, _ = blob_folder(tmp_path / "lab", n=3)
+    root = tmp_path / "project"
+    open_project(root, images, None)
+    store = Store(root)
+    first = store.lease_next("ann", 3, None, "bald", 0, lease_seconds=0.2)
+    assert len(first) == 3 and store.lease_next("bob", 1, None, "bald", 0, 60) == []  # all leased
+    assert {i["status"] for i in store.images()} == {"leased"}
+    time.sleep(0.3)
+    again = store.lease_next("bob", 3, None, "bald", 0, 60)
+    assert sorted(i["id"] for i in again) == sorted(i["id"] for i in first)
+    assert {i["leased_to"] for i in store.images()} == {"bob"}
+    with pytest.raises(StoreError, match="leased to 'bob'"):  # ann's lease is gone: bob's holds
+        store.put_label(first[0]["id"], "ann", png_bytes(np.zeros((48, 48), np.uint8)), None, 0.2)
+    store.close()
+
+
+def test_tiff_masks_and_label_maps_with_unlabelled_pixels(tmp_path, three_class_folder):
+    """A 3-class project from label maps with classes.json; a TIFF mask with 255 (not labelled) pixels."""
+    import tifffile
+
+    images, masks = three_class_folder(tmp_path / "lab", n_labeled=2)
+    root = tmp_path / "project"
+    project, token, added = open_project(root, images, masks, train=dict(TINY_TRAIN))
+    assert project.classes == 3 and project.names() == ("background", "interior", "boundary")
+    h = _auth(token)
+    with thread_server(root) as (base, _app), httpx.Client(timeout=60) as c:
+        info = c.get(f"{base}/api/project", headers=h).json()
+        assert info["class_names"] == ["background", "interior", "boundary"] and len(info["class_colours"]) == 3
+        free = next(i for i in c.get(f"{base}/api/images", headers=h).json()["images"] if i["status"] == "unlabeled")
+        mask = np.full((96, 100), 255, np.uint8)
+        mask[10:20, 10:20], mask[20:30, 10:20], mask[30:40, 10:20] = 0, 1, 2
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, mask)
+        url = f"{base}/api/labels/{free['id']}"
+        r = c.put(url, content=buf.getvalue(), headers={**h, "Content-Type": "image/tiff"})
+        assert r.status_code == 200, r.text
+        stored = np.asarray(Image.open(io.BytesIO(c.get(f"{base}/api/labels/{free['id']}", headers=h).content)))
+        assert np.array_equal(stored, mask)
+        bad = mask.copy()
+        bad[0, 0] = 3
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, bad)
+        r = c.put(f"{base}/api/labels/{free['id']}", content=buf.getvalue(), headers=h)
+        assert r.status_code == 422 and "value(s) [3]" in r.json()["detail"] and "0..2" in r.json()["detail"]
