@@ -24,8 +24,9 @@ data: install
 demo: data
 	$(BIN)/activeseg simulate --config configs/demo.toml --seeds 2 --workers 2 --out $(OUT) --resume --report $(REPORT)
 
+# The server's PostgreSQL store is tested against a local server (.ci/postgres starts it and prints its URL).
 test: install
-	$(PY) -m pytest -q
+	ACTIVESEG_TEST_PG_URL="$${ACTIVESEG_TEST_PG_URL:-$$(.ci/postgres)}" $(PY) -m pytest -q
 
 lint: install
 	$(BIN)/ruff check activeseg tests

@@ -185,6 +185,11 @@ class SimConfig(TrainConfig):
 SVGD_SETTINGS = ("prior_precision", "svgd_objective", "svgd_kernel")
 """Settings only the ``svgd`` estimator reads: a run with another estimator does not depend on them."""
 
+
+def unread_settings(estimator: str) -> tuple[str, ...]:
+    """The settings a run with ``estimator`` does not read (their values may differ between its configs)."""
+    return SVGD_SETTINGS if estimator != "svgd" else ()
+
 LEGACY = {"optimizer": "adam", "lr_schedule": "constant", "ema_decay": 0.0, "augment_style": "affine",
           "norm": "batch", "source_weighting": "items", "classes": None, "ignore_index": 255, "warmup": 0.05,
           "query_schedule": None, "initial_source": None, "reference_epochs": None,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from activeseg import records
-from activeseg.config import SVGD_SETTINGS, SimConfig, saved_config_defaults
+from activeseg.config import SimConfig, saved_config_defaults, unread_settings
 from activeseg.data import ImageDataset, Pool, make_split
 from activeseg.engine import Engine, round_seed
 from activeseg.scoring import entropy_histogram, pick_device
@@ -92,9 +92,8 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
     run_dir = Path(run_dir)
     engine = Engine(cfg)  # bad strategy or scoring settings fail here, before any training
     done = records.open_ledger(run_dir, resume)
-    unread = SVGD_SETTINGS if cfg.estimator != "svgd" else ()  # their defaults may change under a resumed run
     records.write_config(run_dir, cfg.to_json(), resume, json.dumps(saved_config_defaults()),
-                         may_change=("rounds", "device", "heatmaps", *unread))
+                         may_change=("rounds", "device", "heatmaps", *unread_settings(cfg.estimator)))
     device = pick_device(cfg.device)
     split = run_split(cfg, dataset)
     records.write_split(run_dir, split, dataset.item_ids, cfg.split_seed)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from machine import describe  # benchmarks/ is on sys.path when run as a script
 
-from activeseg.config import SVGD_SETTINGS, SimConfig, load_config
+from activeseg.config import SimConfig, load_config, unread_settings
 from activeseg.data import load_for, make_split
 from activeseg.engine import Engine
 from activeseg.simulate import set_threads
@@ -60,14 +60,14 @@ def read_jsonl(path: Path) -> list[dict]:
 def recipe_of(cfg: SimConfig) -> dict:
     """What a calibration fit depends on: data, split, model and training settings (JSON-ready; the SVGD
     settings only when the estimator is ``svgd``)."""
-    unread = set(SVGD_SETTINGS) if cfg.estimator != "svgd" else set()
+    unread = set(unread_settings(cfg.estimator))
     return {k: v for k, v in sorted(dataclasses.asdict(cfg).items()) if k not in LOOP_ONLY | unread}
 
 
 def same_recipe(saved: dict, recipe: dict) -> bool:
     """A ledger row's recipe equals ``recipe``, up to the settings its estimator does not read (rows
     written before they were left out of the recipe carry them)."""
-    unread = set(SVGD_SETTINGS) if saved.get("estimator") != "svgd" else set()
+    unread = set(unread_settings(saved.get("estimator", "mc_dropout")))
     return {k: v for k, v in saved.items() if k not in unread} == recipe
 
 
@@ -163,12 +163,13 @@ def write_results(machine: dict, cfg: SimConfig) -> None:
     from activeseg.report.tables import to_markdown
 
     doc: dict = {"machine": machine, "calibration": calibration_summary(cfg)}
+    host = (f"{machine.get('model')} (flags: {', '.join(machine.get('flags', [])) or 'none'}), "
+            f"{machine.get('threads')} torch threads, `torch.mm` peak "
+            f"{machine.get('matmul_gflops', {}).get('float32', '?')} GFLOP/s float32, "
+            f"{machine.get('matmul_gflops', {}).get('bfloat16', '?')} bfloat16")
     md = ["# Segmentation benchmark: nuclei3 with a domain shift", "",
           "Made by `python benchmarks/seg_benchmark.py` (stages calibrate, study; settings in "
-          f"`configs/seg_benchmark.toml`). Host: {machine.get('model')} (flags: "
-          f"{', '.join(machine.get('flags', [])) or 'none'}), {machine.get('threads')} torch threads, `torch.mm` "
-          f"peak {machine.get('matmul_gflops', {}).get('float32', '?')} GFLOP/s float32, "
-          f"{machine.get('matmul_gflops', {}).get('bfloat16', '?')} bfloat16.", ""]
+          f"`configs/seg_benchmark.toml`). Host: {host}.", ""]
     cal = doc["calibration"]
     if cal:
         ceiling = "–" if cal["ceiling"] is None else f"{cal['ceiling']:.4f}"
@@ -191,7 +192,7 @@ def write_results(machine: dict, cfg: SimConfig) -> None:
                    f"(asks > 24). Headroom: **{'yes' if cal['headroom'] else 'no'}**."]
     runs = find_runs(RUNS) if RUNS.exists() else []
     if runs:
-        summary = build_report(RUNS, RESULTS / "seg_benchmark_report")
+        summary = build_report(RUNS, RESULTS / "seg_benchmark_report", host=host)
         doc["summary"] = {k: v for k, v in summary.items() if k != "runs"}
         doc["pick_shares"] = pick_shares(runs)
         import shutil

@@ -12,7 +12,6 @@ check. Writes ``benchmarks/results/serve_load.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import socket
@@ -26,19 +25,14 @@ from pathlib import Path
 import numpy as np
 from machine import describe  # benchmarks/ is on sys.path when run as a script
 
+from activeseg.serve.imaging import png
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def png(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def make_folder(root: Path, n: int) -> Path:
     from activeseg.data import load_dataset
+    from activeseg.serve.imaging import png
 
     ds = load_dataset("nuclei", patch_size=64, quiet=True)
     folder = root / "images"
@@ -66,13 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         images = make_folder(tmp, n_items + 20)
         root = tmp / "project"
         if args.db:  # a scratch database: emptied, as the tests do
-            import sqlalchemy as sa
+            from activeseg.serve.store import empty_database
 
-            from activeseg.serve.store import database_url, meta
-
-            engine = sa.create_engine(database_url(args.db))
-            meta.drop_all(engine)
-            engine.dispose()
+            empty_database(args.db)
         open_project(root, images, None, url=args.db)
         tokens = {f"annotator{i}": f"load-test-token-{i:02d}-0123456789" for i in range(args.annotators)}
         (root / "project.toml").write_text((root / "project.toml").read_text()

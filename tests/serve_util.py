@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import subprocess
@@ -18,6 +17,11 @@ TINY_TRAIN = {"depth": 2, "base_filters": 4, "steps": 8, "min_steps": 4, "batch_
               "mc_samples": 3, "patch_size": 32, "score_batch_size": 8, "device": "cpu"}
 
 
+def auth(token: str) -> dict:
+    """The header of an annotator's requests."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -25,11 +29,9 @@ def free_port() -> int:
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
-    from PIL import Image
+    from activeseg.serve.imaging import png
 
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
-    return buf.getvalue()
+    return png(arr)
 
 
 def blob_folder(root: Path, n: int, n_labeled: int = 0, size: int = 48, seed: int = 0) -> tuple[Path, Path]:

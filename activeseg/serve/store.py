@@ -122,6 +122,13 @@ def database_url(url: str) -> str:
     return url
 
 
+def empty_database(url: str) -> None:
+    """Drop the store's tables from the database at ``url`` (a scratch database of tests and benchmarks)."""
+    engine = sa.create_engine(database_url(url))
+    meta.drop_all(engine)
+    engine.dispose()
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
