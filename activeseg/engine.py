@@ -12,7 +12,7 @@ none of them scores or selects on its own. Randomness comes only from the seeds 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 
 import numpy as np
 from torch import nn
@@ -125,6 +125,11 @@ class Engine:
         if cfg.test_mc_samples > 0 and self.method.sampler is not MCDropout:
             raise ValueError(f"--test-mc-samples is for MC dropout; a {cfg.estimator} committee is evaluated by "
                              "its members' mean prediction: leave --test-mc-samples at 0")
+
+    def strategy_settings(self) -> dict:
+        """Every setting of the strategy (its defaults included), as ``strategy.json`` records them."""
+        return asdict(self.strategy) if is_dataclass(self.strategy) else {
+            "name": self.strategy.name}
 
     # -- models ----------------------------------------------------------------------------------------
     def new_network(self, dataset: ImageDataset, seed: int) -> nn.Module:

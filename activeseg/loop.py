@@ -94,6 +94,7 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
     done = records.open_ledger(run_dir, resume)
     records.write_config(run_dir, cfg.to_json(), resume, json.dumps(saved_config_defaults()),
                          may_change=("rounds", "device", "heatmaps", *unread_settings(cfg.estimator)))
+    records.write_strategy(run_dir, engine.strategy_settings(), fresh=not done)
     device = pick_device(cfg.device)
     split = run_split(cfg, dataset)
     records.write_split(run_dir, split, dataset.item_ids, cfg.split_seed)

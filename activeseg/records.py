@@ -1,6 +1,7 @@
 """Records of a run: its folder and ledger, written by the front ends and read by the report.
 
-A run folder holds ``config.json`` (the effective settings), ``split.json`` (the dataset indices and ids
+A run folder holds ``config.json`` (the effective settings), ``strategy.json`` (the strategy's settings,
+its defaults included, for runs started since 2026-12-07), ``split.json`` (the dataset indices and ids
 of the initial set, pool, validation and test items), ``ledger.jsonl`` (one JSON object per finished
 round), optionally ``reference.json`` (the full-pool model's scores), ``last_model.pt`` (warm start) and
 ``heatmaps/round_NN/*.png``.
@@ -24,6 +25,7 @@ import numpy as np
 LEDGER = "ledger.jsonl"
 CONFIG = "config.json"
 SPLIT = "split.json"
+STRATEGY = "strategy.json"
 REFERENCE = "reference.json"
 
 
@@ -190,6 +192,24 @@ def write_config(run_dir: str | Path, config_json: str, resume: bool, default_js
             raise ValueError(f"{run_dir}: cannot resume with a different config ({pairs}); use another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(config_json)
+
+
+def write_strategy(run_dir: str | Path, settings: dict, fresh: bool) -> None:
+    """``strategy.json``: every setting of the run's strategy, its defaults included, so a later change of a
+    default cannot silently change what a resumed run does. ``fresh``: no round has finished yet (write);
+    otherwise check against the saved file (a run started before it existed has none and is not checked).
+    """
+    path = Path(run_dir) / STRATEGY
+    if not fresh and path.exists():
+        saved = json.loads(path.read_text())
+        differ = sorted(k for k in {*saved, *settings} if saved.get(k) != settings.get(k))
+        if differ:
+            pairs = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {settings.get(k)!r}" for k in differ)
+            raise ValueError(f"{run_dir}: cannot resume: the strategy's settings changed ({pairs}); set the saved "
+                             "values in the config's [strategy] table, or use another --out")
+        return
+    if fresh:
+        path.write_text(json.dumps(settings, indent=1, sort_keys=True))
 
 
 def write_split(run_dir: str | Path, split, item_ids: list[str], seed: int) -> None:

@@ -6,7 +6,10 @@ import pytest
 from activeseg.acquisition.batch import (
     _draw_labels,
     _joint_entropy,
+    _logmeanexp,
+    _pixel_logliks,
     batchbald,
+    batchbald_pixels,
     gradient_embedding,
     information_density,
     k_center_greedy,
@@ -15,6 +18,7 @@ from activeseg.acquisition.batch import (
     stochastic_batch,
 )
 from activeseg.acquisition.heuristics import bald
+from activeseg.acquisition.strategies import get_strategy
 
 
 def line(*xs):
@@ -128,6 +132,62 @@ def test_batchbald_switches_to_sampling_and_stays_sensible():
     assert not {0, 30} <= set(exact.tolist())  # never both copies
     top8 = set(np.argsort(-bald(probs), kind="stable")[:8].tolist())
     assert set(batchbald(probs, 5, np.random.default_rng(0), candidates=8).tolist()) <= top8
+
+
+def _pixels(*samples):
+    """``[K, 2, P]`` binary pixel probabilities from K lists of foreground probabilities."""
+    fg = np.asarray(samples, dtype=np.float64)
+    return np.stack([1 - fg, fg], axis=1)
+
+
+def test_batchbald_per_pixel_sees_where_the_classes_are_not_only_their_area():
+    # image 0: two samples put the foreground on the left half, two on the right: the same area every time
+    moved = _pixels([0.99, 0.99, 0.01, 0.01], [0.99, 0.99, 0.01, 0.01], [0.01, 0.01, 0.99, 0.99],
+                    [0.01, 0.01, 0.99, 0.99])
+    # image 1: every pixel a little more foreground in two samples than in the other two: the area varies
+    grown = _pixels([0.6] * 4, [0.6] * 4, [0.4] * 4, [0.4] * 4)
+    probs = np.stack([moved, grown])  # [N=2, K=4, C=2, P=4]
+    assert batchbald_pixels(probs, 1, np.random.default_rng(0))[0] == 0
+    assert batchbald(probs.mean(-1), 1, np.random.default_rng(0))[0] == 1  # the per-image mean sees no change in 0
+    seg = np.broadcast_to(probs[..., None], (*probs.shape, 1))  # [N, K, C, H=4, W=1] maps
+    for labels, first in (("pixels", 0), ("mean", 1)):
+        st = get_strategy("batchbald", labels=labels, pixels=4)
+        summary = st.summarize(seg)
+        assert summary.shape == ((2, 4, 2, 4) if labels == "pixels" else (2, 4, 2))
+        assert st.select(np.zeros(2), 1, np.random.default_rng(0), {"probs": summary})[0] == first
+
+
+def test_batchbald_per_pixel_skips_a_copy_for_an_image_that_splits_the_samples_differently():
+    a = _pixels([0.99] * 3, [0.99] * 3, [0.01] * 3, [0.01] * 3)  # splits the samples {0, 1} | {2, 3}
+    c = _pixels([0.97] * 3, [0.03] * 3, [0.97] * 3, [0.03] * 3)  # splits them {0, 2} | {1, 3}, a little less sure
+    probs = np.stack([a, a, c])
+    assert np.argsort(-bald(probs).sum(-1)).tolist()[:2] == [0, 1]  # top-k BALD takes both copies
+    first, second = batchbald_pixels(probs, 2, np.random.default_rng(0)).tolist()
+    assert first in (0, 1) and second == 2  # the copies tie up to the draws' noise
+
+
+def test_pixel_joint_entropy_estimate_matches_enumeration():
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.ones(2), size=(2, 3, 2)).transpose(0, 1, 3, 2)  # 2 images, K = 3, C = 2, P = 2
+    configs = np.array(np.meshgrid(*[[0, 1]] * 4, indexing="ij")).reshape(4, -1).T  # 16 labelings of 4 pixels
+    flat = p.transpose(1, 0, 3, 2).reshape(3, 4, 2)  # [K, image-pixel, C]
+    joint = np.array([np.prod(flat[:, np.arange(4), y], axis=1).mean() for y in configs])
+    exact = -(joint * np.log(joint)).sum()
+    omega_M = rng.integers(3, size=100_000)
+    loglik = _pixel_logliks(p, omega_M, rng).astype(np.float64).sum(0)  # both images drawn under the same ω_m
+    assert -_logmeanexp(loglik, 0).mean() == pytest.approx(exact, rel=0.01)
+
+
+def test_batchbald_per_pixel_within_memory_keeps_the_top_bald_images():
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.ones(3) * 0.5, size=(20, 6, 16)).transpose(0, 1, 3, 2)
+    top5 = set(np.argsort(-bald(probs).sum(-1), kind="stable")[:5].tolist())
+    picks = batchbald_pixels(probs, 3, np.random.default_rng(0), num_samples=100, memory=5 * 6 * 100 * 4)
+    assert len(set(picks.tolist())) == 3 and set(picks.tolist()) <= top5
+    with pytest.raises(ValueError, match=r"\[N, K, C, P\]"):
+        batchbald_pixels(probs[..., 0], 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="labels must be one of pixels, mean"):
+        get_strategy("batchbald", labels="area")
 
 
 # ---------------------------------------------------------------- BADGE

@@ -22,6 +22,7 @@ from activeseg.records import (
     write_config,
     write_reference,
     write_split,
+    write_strategy,
 )
 
 DEFAULTS = SimConfig().to_json()
@@ -86,6 +87,24 @@ def test_write_config_resume_same_config(tmp_path):
     write_config(tmp_path, cfg_json(query=3), resume=True, default_json=DEFAULTS)
     write_config(tmp_path, cfg_json(query=3), resume=True, default_json=DEFAULTS)
     assert json.loads((tmp_path / CONFIG).read_text())["query"] == 3
+
+
+def test_a_changed_strategy_default_stops_a_resumed_run(tmp_path):
+    from activeseg.acquisition import get_strategy
+    from activeseg.engine import Engine
+
+    settings = Engine(SimConfig(strategy="batchbald")).strategy_settings()
+    assert settings["labels"] == "pixels" and settings["num_samples"] == 1000  # the defaults are recorded
+    write_strategy(tmp_path, settings, fresh=True)
+    write_strategy(tmp_path, settings, fresh=False)  # unchanged: resumes
+    then = {**settings, "labels": "mean"}
+    with pytest.raises(ValueError, match=r"labels: saved 'pixels' vs now 'mean'.*\[strategy\] table"):
+        write_strategy(tmp_path, then, fresh=False)
+    assert json.loads((tmp_path / "strategy.json").read_text())["labels"] == "pixels"  # not overwritten
+    write_strategy(tmp_path / "old", then, fresh=False)  # a run from before strategy.json: not checked
+    assert not (tmp_path / "old").exists()
+    assert Engine(SimConfig(strategy="random")).strategy_settings() == {"name": "random"}
+    assert get_strategy("batchbald", labels="mean").labels == "mean"
 
 
 def test_write_config_resume_changed_key_names_both_values(tmp_path):

@@ -10,6 +10,8 @@ Positions returned index the given candidates (``0..N-1``), in the order they we
 * ``information_density``: Settles & Craven (2008): informativeness × (mean similarity to the pool)^β.
 * ``batchbald``: Kirsch et al. (2019): greedy maximisation of the mutual information between the batch's
   joint labels and the model parameters, exact joint entropy while it is small, importance-sampled after.
+  ``batchbald_pixels`` is its segmentation form: every pixel of a fixed subset is a label, independent of
+  the others given the parameters.
 * ``gradient_embedding`` + ``kmeans_pp``: BADGE (Ash et al. 2020).
 * ``stochastic_batch``: Kirsch et al. (2023): sample k items without replacement with probabilities
   from the scores (power, softmax or rank), a strong and cheap baseline against top-k.
@@ -30,6 +32,8 @@ References:
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy.special import xlogy
 
@@ -37,6 +41,7 @@ from activeseg.acquisition.selectors import _check_k, check_rng, top_k
 
 __all__ = [
     "batchbald",
+    "batchbald_pixels",
     "cosine_normalize",
     "gradient_embedding",
     "information_density",
@@ -47,6 +52,7 @@ __all__ = [
 ]
 
 BLOCK = 2048
+_log = logging.getLogger(__name__)
 
 
 def _as_2d(x, name: str) -> np.ndarray:
@@ -242,6 +248,103 @@ def _joint_entropy(joint_K_M: np.ndarray, p_N_K_C: np.ndarray, sampled: bool) ->
         return -terms.sum((1, 2))
     marg_M = joint_K_M.mean(0)
     return -(terms / marg_M[None, :, None]).sum((1, 2)) / joint_K_M.shape[1]
+
+
+PIXEL_MEMORY = 512 * 2**20  # bytes of per-candidate sample log-likelihoods batchbald_pixels may hold
+
+
+def batchbald_pixels(probs_N_K_C_P, k: int, rng: np.random.Generator, num_samples: int = 1000,
+                     candidates: int | None = None, memory: int = PIXEL_MEMORY) -> np.ndarray:
+    """BatchBALD over the pixels of images: the batch's labels are all P pixels of each of its images.
+
+    Given the parameters ω_k (one MC sample), every pixel label is independent (the model predicts each
+    pixel's softmax), so ``p(y_B | ω_k) = Π_{i∈B} Π_s p(y_{i,s} | ω_k)``, and the greedy step adds the image
+    maximising ``H(y_B, y_n) - Σ_{i∈B∪{n}} Σ_s E_ω H(y_{i,s} | ω)``. ``C^{|B|·P}`` configurations cannot
+    be enumerated, so the joint entropy is always estimated: M = ``num_samples`` configurations are drawn
+    once from the joint predictive (ω_m uniform over the K samples, then every pixel of every candidate
+    from ``p(· | ω_m)``) and ``H ≈ -(1/M) Σ_m log mean_k p(y_m | ω_k)``, in log space (products of
+    thousands of pixel probabilities underflow). The same draws serve every greedy step.
+
+    With K samples the mutual information of any batch is at most ``log K`` (the labels can at most
+    identify which of the K samples produced them). An image whose pixels disagree widely across the
+    samples nearly reaches it alone, and the next picks then add little: use enough samples (K) for the
+    batch size, or fewer pixels. ``batchbald`` on ``[N, K, C]`` per-image means measures disagreement
+    about class areas instead (two samples that move the same area of foreground elsewhere agree there).
+
+    Args:
+        probs_N_K_C_P: per-sample class probabilities of P fixed pixel positions of each candidate (the
+            same positions for every image, see ``strategies.summarize_probs``); K samples consistent
+            across items.
+        k: batch size.
+        rng: draws the configurations.
+        num_samples: M, the configurations drawn.
+        candidates: only the top (pixel-summed) BALD images are considered (default: all, or as many as
+            ``memory`` allows for the ``[N, K, M]`` log-likelihoods, the rest with a log line).
+        memory: bytes the per-candidate log-likelihoods may take (float32).
+    """
+    k = _check_k(k)
+    rng = check_rng(rng)
+    p = np.asarray(probs_N_K_C_P, dtype=np.float64)
+    if p.ndim != 4:
+        raise ValueError(f"batchbald_pixels needs probs [N, K, C, P] (P pixels per item), got shape {p.shape}")
+    n_items, n_k, n_c, n_pix = p.shape
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    cond_N = _entropy(p, axis=2).mean(1).sum(1)  # Σ_s E_ω H(y_s | ω)
+    bald_N = _entropy(p.mean(1), axis=1).sum(1) - cond_N
+    fits = max(1, memory // (4 * n_k * num_samples))
+    keep = min(n_items, candidates if candidates is not None else n_items, fits)
+    if keep < n_items and (candidates is None or keep < candidates):
+        _log.info("batchbald_pixels: %d candidates × %d samples × %d draws exceed %d MiB; keeping the top %d by "
+                  "BALD", n_items, n_k, num_samples, memory >> 20, keep)
+    pool = np.arange(n_items) if keep == n_items else np.sort(top_k(bald_N, keep))
+    omega_M = rng.integers(n_k, size=num_samples)
+    loglik_N_K_M = _pixel_logliks(p[pool], omega_M, rng)
+    log_joint_K_M = np.zeros((n_k, num_samples))
+    picks: list[int] = []
+    cond_sum = 0.0
+    free = np.ones(len(pool), bool)
+    for _ in range(min(k, len(pool))):
+        cand = np.flatnonzero(free)
+        h_joint = np.concatenate([-(_logmeanexp(log_joint_K_M[None] + loglik_N_K_M[cand[s : s + 64]], 1)).mean(1)
+                                  for s in range(0, len(cand), 64)])
+        j = int(np.argmax(h_joint - (cond_sum + cond_N[pool[cand]])))  # ties: the lower index
+        picks.append(int(pool[cand[j]]))
+        free[cand[j]] = False
+        cond_sum += cond_N[picks[-1]]
+        log_joint_K_M = log_joint_K_M + loglik_N_K_M[cand[j]]
+    return np.asarray(picks, dtype=np.int64)
+
+
+def _pixel_logliks(p_N_K_C_P: np.ndarray, omega_M: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``[N, K, M]`` float32: ``log p(y_{n,m} | ω_k)`` of each item's P pixels ``y_{n,m}``, drawn under
+    ω_{omega_M[m]}."""
+    n_items, n_k, n_c, n_pix = p_N_K_C_P.shape
+    out = np.empty((n_items, n_k, len(omega_M)), np.float32)
+    step = 8  # items at a time: the draws take step × M × C × P floats
+    order = np.argsort(omega_M, kind="stable")  # draws grouped by the sample they come from
+    bounds = np.searchsorted(omega_M[order], np.arange(n_k + 1))
+    for s in range(0, n_items, step):
+        p_c = p_N_K_C_P[s : s + step].astype(np.float32)
+        cdf = np.cumsum(p_c, axis=2)[:, :, :-1]  # [c, K, C-1, P]: class c is drawn where cdf[c-1] < u <= cdf[c]
+        y = np.empty((len(p_c), len(omega_M), n_pix), np.int8)
+        for k in range(n_k):
+            m = order[bounds[k] : bounds[k + 1]]
+            u = rng.random((len(p_c), len(m), 1, n_pix), dtype=np.float32)
+            y[:, m] = (u > cdf[:, k, None]).sum(2)
+        with np.errstate(divide="ignore"):
+            logp = np.log(p_c)
+        logp[~np.isfinite(logp)] = -1e30  # a class some sample gives probability 0; 0·log 0 = 0 below
+        loglik = np.zeros((len(p_c), n_k, len(omega_M)), np.float32)
+        for c in range(n_c):  # Σ_s log p(y_s | ω_k) = Σ_c log p_k[c] · [y = c]
+            loglik += np.matmul(logp[:, :, c], (y == c).astype(np.float32).transpose(0, 2, 1))
+        out[s : s + step] = np.maximum(loglik, -1e30)
+    return out
+
+
+def _logmeanexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis, keepdims=True)
+    return (np.log(np.exp(x - top).mean(axis, keepdims=True)) + top).squeeze(axis)
 
 
 def gradient_embedding(probs_N_C, features_N_D) -> np.ndarray:

@@ -54,7 +54,8 @@ Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` build
 - ``max_cover``: Suggestive Annotation, top 16 by ``mean_std`` then greedy max cover of the pool.
 - ``coreset``: k-center greedy on descriptors (Sener & Savarese 2018).
 - ``density_weighted``: BALD × mean similarity to the pool ^ β (Settles & Craven 2008).
-- ``batchbald``: BatchBALD (Kirsch et al. 2019) on consistent MC-dropout samples.
+- ``batchbald``: BatchBALD (Kirsch et al. 2019) on consistent MC-dropout samples; for segmentation over
+  a fixed subset of pixels, each a label (``labels="pixels"``).
 - ``badge``: k-means++ on gradient embeddings (Ash et al. 2020).
 - ``entropy_mi``: Nath et al. (2020): α·minmax(entropy) − minmax(mean image MI to the labelled set)/α.
 
@@ -109,16 +110,23 @@ class Strategy(Protocol):
     def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray: ...
 
 
-def summarize_probs(probs_N_K_C_S, pixels: int = 256) -> np.ndarray:
-    """``[N, K, C]`` float64 per-sample summary: the probabilities themselves for classification; for maps
-    the mean over ``pixels`` fixed positions (drawn once from seed 0, the same for every image)."""
+BATCHBALD_LABELS = ("pixels", "mean")
+
+
+def summarize_probs(probs_N_K_C_S, pixels: int = 256, labels: str = "mean") -> np.ndarray:
+    """Float64 per-sample summary: the probabilities ``[N, K, C]`` themselves for classification; for maps,
+    ``pixels`` fixed positions (drawn once from seed 0, the same for every image), either kept
+    (``labels="pixels"``: ``[N, K, C, P]``) or averaged (``labels="mean"``: ``[N, K, C]``)."""
+    if labels not in BATCHBALD_LABELS:
+        raise ValueError(f"labels must be one of {', '.join(BATCHBALD_LABELS)}, got {labels!r}")
     p = probs_N_K_C_S.double().numpy() if isinstance(probs_N_K_C_S, torch.Tensor) else np.asarray(probs_N_K_C_S)
     if p.ndim == 3:
         return p.astype(np.float64)
     flat = p.reshape(*p.shape[:3], -1)
     n_pix = flat.shape[-1]
     where = np.sort(np.random.default_rng(0).choice(n_pix, min(pixels, n_pix), replace=False))
-    return flat[..., where].mean(-1).astype(np.float64)
+    kept = flat[..., where].astype(np.float64)
+    return kept if labels == "pixels" else kept.mean(-1)
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,8 @@ def _entropy_mi(st, scores_N, k, rng, extras):
 
 
 def _batchbald(st, scores_N, k, rng, extras):
+    if extras["probs"].ndim == 4:  # segmentation, labels="pixels"
+        return batch.batchbald_pixels(extras["probs"], k, rng, num_samples=st.num_samples, candidates=st.candidates)
     return batch.batchbald(extras["probs"], k, rng, num_samples=st.num_samples, candidates=st.candidates)
 
 
@@ -279,7 +289,8 @@ SELECTORS: dict[str, Selector] = {
     "max_cover": Selector(_max_cover, ("descriptors",), settings=("candidates",)),
     "coreset": Selector(_coreset, ("descriptors", "labeled_descriptors"), needs_scores=False),
     "density_weighted": Selector(_density, ("descriptors",), settings=("beta",)),
-    "batchbald": Selector(_batchbald, ("probs",), consistent=True, settings=("candidates", "num_samples", "pixels")),
+    "batchbald": Selector(_batchbald, ("probs",), consistent=True, settings=("candidates", "num_samples", "pixels",
+                                                                                    "labels")),
     "badge": Selector(_badge, ("embedding",), needs_scores=False),
     "entropy_mi": Selector(_entropy_mi, ("images", "train_images"), settings=("alpha", "bins")),
 }
@@ -297,9 +308,13 @@ class BatchStrategy:
             BatchBALD's BALD pre-filter (default: all).
         beta: density exponent of ``density_weighted``.
         num_samples: BatchBALD's exact-configuration limit and sample count.
-        pixels: segmentation only: BatchBALD treats an image as the mean class probabilities of this many
-            fixed pixel positions (the same for every image), per MC sample: a categorical per image and
-            sample, an approximation that keeps the joint entropy over images bounded.
+        pixels: segmentation only: BatchBALD looks at this many fixed pixel positions of every image (the
+            same for every image).
+        labels: segmentation only: ``pixels`` (default): each of those pixels is a label, independent of the
+            others given the parameters (``batch.batchbald_pixels``, per-pixel information, at most
+            log K per batch); ``mean``: the image is one categorical label, the mean class probabilities
+            over those pixels per MC sample: this measures disagreement about class areas, not where the
+            classes are (BatchBALD on segmentation before 2026-12-07).
         alpha: ``entropy_mi``'s weight α (Nath et al.: 1).
         bins: ``entropy_mi``'s intensity bins of the joint histograms (32; fewer for small images).
     """
@@ -311,6 +326,7 @@ class BatchStrategy:
     beta: float = 1.0
     num_samples: int = 1000
     pixels: int = 256
+    labels: str = "pixels"
     alpha: float = 1.0
     bins: int = 32
 
@@ -319,6 +335,8 @@ class BatchStrategy:
     def __post_init__(self) -> None:
         if self.selector not in SELECTORS:
             raise ValueError(f"unknown selector {self.selector!r}; valid: {', '.join(SELECTORS)}")
+        if self.labels not in BATCHBALD_LABELS:
+            raise ValueError(f"labels must be one of {', '.join(BATCHBALD_LABELS)}, got {self.labels!r}")
         get_strategy(self.base)  # a clear error for an unknown base
 
     @property
@@ -343,8 +361,9 @@ class BatchStrategy:
         return self._base().score(probs_N_K_C_S)
 
     def summarize(self, probs_N_K_C_S) -> np.ndarray:
-        """``[N, K, C]`` for BatchBALD (``pixels`` fixed positions per image for segmentation)."""
-        return summarize_probs(probs_N_K_C_S, self.pixels)
+        """``[N, K, C]`` for BatchBALD; for segmentation ``[N, K, C, P]`` (``labels="pixels"``) or the
+        mean over the P positions."""
+        return summarize_probs(probs_N_K_C_S, self.pixels, self.labels)
 
     def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray:
         """``min(k, N)`` positions from the selector; ``extras`` holds what ``needs`` names."""
