@@ -29,8 +29,13 @@ class TrainConfig:
     lr: float = _f(2e-3, "peak learning rate")
     weight_decay: float = _f(1e-4, "weight decay (decoupled for adamw, Adam's L2 term for adam)")
     weight_decay_rule: str = _f("fixed", "fixed, or per_item: weight_decay / N (Gal et al.: 0.25 / N)")
+    weight_decay_on: str = _f("all", "all: every weight layer (AdamW: not norms or biases); hidden_dense: the hidden "
+                              "dense layer's weights only (the Gal et al. CNN, as its Keras reference code)")
     epochs: float | None = _f(40.0, "steps = epochs × training items / batch size, within [min_steps, steps]; "
                               "none: always --steps")
+    epoch_rule: str = _f("items", "items: --epochs counts items, batches drawn with replacement; passes: shuffled "
+                         "passes over the labelled set in batches of --batch-size, the last one short, "
+                         "epochs × ceil(N / batch) steps (Keras' fit)")
     min_steps: int = _f(300, "the fewest steps a round takes under --epochs")
     optimizer: str = _f("adamw", "adamw, or adam (the fixed schedule of the committed studies)")
     lr_schedule: str = _f("cosine", "cosine: linear warm-up then cosine decay to 0; constant: the same lr throughout")
@@ -52,6 +57,8 @@ class TrainConfig:
         ``[min_steps, steps]`` so a round with few labels is not over-trained and one with many is capped."""
         if self.epochs is None:
             return self.steps
+        if self.epoch_rule == "passes":
+            return int(min(self.steps, max(self.min_steps, math.ceil(self.epochs) * math.ceil(n / self.batch_size))))
         return int(min(self.steps, max(self.min_steps, math.ceil(self.epochs * n / self.batch_size))))
 
     def weight_decay_for(self, n: int) -> float:
@@ -59,7 +66,9 @@ class TrainConfig:
 
         ``per_item`` divides ``weight_decay`` by N, the rule of Gal et al. (2017, §5.3) for dropout
         networks: (1 - p) l² / N with p = 0.5 and l² = 0.5 gives ``weight_decay = 0.25``. It is applied as
-        Adam's (coupled) L2 term, like a Keras ``l2`` regulariser on every weight layer.
+        Adam's (coupled) L2 term ``decay · w`` added to the gradient: a Keras ``l2(c)`` regulariser adds
+        ``c · Σ w²`` to the loss, whose gradient is ``2c · w``, so Keras' ``l2(3.5 / N)`` is
+        ``weight_decay = 7`` here.
         """
         if self.weight_decay_rule == "fixed":
             return self.weight_decay
@@ -133,6 +142,9 @@ class SimConfig(TrainConfig):
     strategy_options: dict = field(default_factory=dict, metadata={
         "help": "any setting of the strategy by its own name (the [strategy] table of a TOML file); "
                 "get_strategy checks them", "flag": False})
+    gal_kernel: int = _f(4, "gal_cnn: convolution kernel side (the paper 4; its Keras reference code 3)")
+    gal_pool: int = _f(2, "gal_cnn: max-pool side (the paper 2; its Keras reference code 5)")
+    gal_hidden: int = _f(128, "gal_cnn: units of the hidden dense layer (128)")
     depth: int = _f(3, "U-Net levels")
     base_filters: int = _f(16, "U-Net filters of the first level (doubled per level)")
     dropout: float = _f(0.2, "U-Net dropout rate after every max-pool")

@@ -145,7 +145,8 @@ class Engine:
             kwargs.update(depth=cfg.depth, base_filters=cfg.base_filters, dropout=cfg.dropout, residual=cfg.residual,
                           norm=cfg.norm)
         else:  # the Gal et al. CNN has the paper's fixed dropout rates; it needs the input side
-            kwargs.update(image_size=int(dataset.images.shape[-1]))
+            kwargs.update(image_size=int(dataset.images.shape[-1]), kernel_size=cfg.gal_kernel, pool=cfg.gal_pool,
+                          hidden=cfg.gal_hidden)
         return build_model(name, seed=seed, **kwargs)
 
     def new_model(self, dataset: ImageDataset, seed: int) -> nn.Module:

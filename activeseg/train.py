@@ -186,7 +186,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown loss '{cfg.loss}'; valid: {', '.join(LOSSES)}")
     choices = {"checkpoint": ("best", "last"), "train_precision": ("float32", "bfloat16"),
                "optimizer": ("adam", "adamw"), "lr_schedule": ("constant", "cosine"),
-               "augment_style": tuple(AUGMENTATIONS)}
+               "augment_style": tuple(AUGMENTATIONS), "weight_decay_on": ("all", "hidden_dense"),
+               "epoch_rule": ("items", "passes")}
     for key, valid in choices.items():
         if getattr(cfg, key) not in valid:
             raise ValueError(f"{key} '{getattr(cfg, key)}' is not one of {', '.join(valid)}")
@@ -198,14 +199,22 @@ def check_train_config(cfg: TrainConfig) -> None:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, n: int) -> torch.optim.Optimizer:
     """Adam with ``weight_decay_for(n)`` as its L2 term, or AdamW with it decoupled (norm weights and biases
-    not decayed)."""
+    not decayed). ``weight_decay_on="hidden_dense"`` decays only the weights the model names in
+    ``hidden_dense_weights()`` (the Gal et al. CNN: its hidden dense layer's matrix, as the Keras reference's
+    ``W_regularizer``)."""
     decay = cfg.weight_decay_for(n)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=decay)
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    if cfg.weight_decay_on == "hidden_dense":
+        if not hasattr(model, "hidden_dense_weights"):
+            raise ValueError(f"weight_decay_on 'hidden_dense' needs a model with one hidden dense layer (gal_cnn); "
+                             f"{type(model).__name__} has none: use weight_decay_on = 'all'")
+        chosen = {id(p) for p in model.hidden_dense_weights()}
+    else:
+        chosen = {id(p) for p in params if cfg.optimizer == "adam" or p.ndim > 1}
+    groups = [{"params": [p for p in params if id(p) in chosen], "weight_decay": decay},
+              {"params": [p for p in params if id(p) not in chosen], "weight_decay": 0.0}]
+    kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return kind([g for g in groups if g["params"]], lr=cfg.lr)
 
 
 def lr_factor(cfg: TrainConfig, steps: int):
@@ -268,7 +277,8 @@ def dropout_generator(generator: torch.Generator, device: str = "cpu") -> torch.
 def training_batches(images: np.ndarray, targets: np.ndarray, cfg: TrainConfig, steps: int,
                      generator: torch.Generator, device: str = "cpu"):
     """Yield ``(step, x, y)`` for steps 1..``steps``: batches of ``cfg.batch_size`` drawn with
-    replacement, augmented if ``cfg.augment``, on ``device``.
+    replacement (or, with ``epoch_rule="passes"``, shuffled passes), augmented if ``cfg.augment``, on
+    ``device``.
 
     All randomness comes from ``generator``; the caller draws the dropout generator from it first
     (:func:`dropout_generator`) and runs the model under :func:`~activeseg.uncertainty.dropout.seeded_dropout`.
@@ -276,8 +286,15 @@ def training_batches(images: np.ndarray, targets: np.ndarray, cfg: TrainConfig, 
     classify = targets.ndim == 1
     images_t = torch.from_numpy(images)
     targets_t = torch.from_numpy(targets.astype(np.int64))
+    passes = cfg.epoch_rule == "passes"
+    order = torch.zeros(0, dtype=torch.int64)
     for step in range(1, steps + 1):
-        idx = torch.randint(len(images_t), (cfg.batch_size,), generator=generator)
+        if passes:  # shuffled passes over the set in batches of batch_size, the last one of a pass short
+            if len(order) == 0:
+                order = torch.randperm(len(images_t), generator=generator)
+            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        else:
+            idx = torch.randint(len(images_t), (cfg.batch_size,), generator=generator)
         x, y = images_t[idx], targets_t[idx]
         if cfg.augment:
             x, moved = AUGMENTATIONS[cfg.augment_style](x, None if classify else y, generator)

@@ -216,9 +216,10 @@ def test_fit_follows_the_schedule_and_the_rule(monkeypatch):
     seen = {}
     adam = torch.optim.Adam
 
-    def spy(params, lr, weight_decay):
-        seen["weight_decay"] = weight_decay
-        return adam(params, lr=lr, weight_decay=weight_decay)
+    def spy(params, lr, **kwargs):
+        opt = adam(params, lr=lr, **kwargs)
+        seen["weight_decay"] = opt.param_groups[0]["weight_decay"]
+        return opt
 
     monkeypatch.setattr(torch.optim, "Adam", spy)
     torch.manual_seed(0)
