@@ -20,10 +20,17 @@ Writes ``benchmarks/results/nath_nuclei.md`` + ``.json`` and learning curves aga
 against training-set size (``nath_nuclei.png``, ``nath_nuclei_train_size.png``); runs live in
 ``--out`` and resume from their ledgers.
 
+``--recipe fixed`` re-runs it with issue 18's fixes (``configs/nath.toml``): the segmentation
+benchmark's nuclei3 setting, SVGD with the loss objective and the function-space kernel, and the
+epistemic term named by strategy: ``nath_entropy`` (Eq. 3 as written), ``bald`` (the members'
+disagreement) and ``nath_entropy_mi`` (Eq. 3 + MI), into ``nath_fixed_runs`` and ``nath_fixed.md``, with
+the seed-level report of each mode (paired over seeds, bootstrap CIs, Holm) beside the paper-style table.
+
 Usage::
 
     python benchmarks/nath_nuclei.py --seeds 3 --workers 2 --hours 2.5
     python benchmarks/nath_nuclei.py --results-only
+    python benchmarks/nath_nuclei.py --recipe fixed --seeds 5 --hours 3
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe  # benchmarks/ is on sys.path when run as a script
 
 from activeseg.config import load_config
 from activeseg.metrics import wilcoxon_paired
@@ -44,7 +52,15 @@ from activeseg.report.runs import find_runs
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STRATEGIES = ["random", "max_entropy", "entropy_mi"]
-NAMES = {"random": "Random", "max_entropy": "Epistemic", "entropy_mi": "Epistemic+MI"}
+NAMES = {"random": "Random", "max_entropy": "Epistemic (entropy of the mean)", "entropy_mi": "Epistemic+MI",
+         "nath_entropy": "Epistemic (Eq. 3 as written)", "bald": "Epistemic (BALD)",
+         "nath_entropy_mi": "Eq. 3 + MI"}
+RECIPES = {  # config, strategies, results name, default runs folder
+    "committed": ("configs/nath_nuclei.toml", STRATEGIES, "nath_nuclei", str(RESULTS / "nath_nuclei_runs")),
+    "fixed": ("configs/nath.toml", ["random", "nath_entropy", "bald", "nath_entropy_mi"], "nath_fixed",
+              str(RESULTS / "nath_fixed_runs")),
+}
+PAPER_ROW = {"nath_entropy": "max_entropy", "nath_entropy_mi": "entropy_mi"}  # the paper's rows they re-run
 MODES = {"delete": "Delete", "nodelete": "No Delete"}
 # Nath et al. 2020, Table 1 (hippocampus): best validation Dice, its test Dice, % data used.
 PAPER = {
@@ -116,12 +132,17 @@ def _p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESULTS) -> dict:
+def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESULTS, recipe: str = "committed",
+                  host: str | None = None) -> dict:
+    _, strategies, name, _ = RECIPES[recipe]
     doc = table(out, cfg)
     doc["invocations"] = invocations
     doc["paper_table1_hippocampus"] = {f"{s}/{m}": v for (s, m), v in PAPER.items()}
     results.mkdir(parents=True, exist_ok=True)
-    (results / "nath_nuclei.json").write_text(json.dumps(doc, indent=1) + "\n")
+    seed_level = seed_level_reports(out, results, name, host) if recipe == "fixed" else []
+    if host:
+        doc["host"] = host
+    (results / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     runs = []
     for mode in MODES:
         if (out / mode).exists():
@@ -130,15 +151,15 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
                     run.config["strategy"] = f"{run.strategy} {MODES[mode]}"
                     runs.append(run)
     if runs:
-        plot_learning_curves(runs, results / "nath_nuclei.png")
-        plot_learning_curves(runs, results / "nath_nuclei_train_size.png", x="train_size")
+        plot_learning_curves(runs, results / f"{name}.png")
+        plot_learning_curves(runs, results / f"{name}_train_size.png", x="train_size")
     lines = []
-    order = [(s, m) for m in MODES for s in STRATEGIES]
+    order = [(s, m) for m in MODES for s in strategies]
     for s, m in order:
         row = doc["rows"].get(f"{s}/{m}")
         if row is None:
             continue
-        paper = PAPER[(s, m)]
+        paper = PAPER.get((PAPER_ROW.get(s, s), m), (float("nan"),) * 3)
         lines.append(f"| {NAMES[s]} {MODES[m]} | {len(row['seeds'])} | {_ms(row['val_dice'])} "
                      f"| {_ms(row['test_dice'])} "
                      f"| {_ms(row['pct_data'], 1)} % | {_ms(row['train_size'], 1)} | {_p(row['p_vs_random_delete'])} "
@@ -149,6 +170,9 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
                      f"| {_ms([r['test_dice'] for r in ref])} | 100 % | {ref[0]['n_annotations']} | — "
                      "| 0.7257 / 0.7093 / 100 % |")
     hours = sum(i["hours"] for i in invocations)
+    schedule = (f"{cfg.steps} {cfg.optimizer} steps per round" if cfg.epochs is None else
+                f"{cfg.optimizer}, {cfg.lr_schedule} lr, {cfg.epochs:g} epochs within [{cfg.min_steps}, {cfg.steps}] "
+                "steps per round")
     cfg_name = invocations[-1].get("config", "configs/nath_nuclei.toml") if invocations else "configs/nath_nuclei.toml"
     md = "\n".join([
         "# Nath et al. (2020) Table 1 on real nuclei patches: SVGD committee, Delete vs NoDelete",
@@ -167,39 +191,81 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
         f"Protocol (`{cfg_name}`): {cfg.initial} initial patches, +{cfg.query} per round, "
         f"{cfg.rounds} rounds, a pool of {cfg.max_pool} patches ({cfg.patch_size}×{cfg.patch_size}); "
         f"SVGD with K = {cfg.members} U-Nets (depth {cfg.depth}, {cfg.base_filters} filters), "
-        f"{cfg.steps} Adam steps per round (lr {cfg.lr:g}, batch {cfg.batch_size}), Gaussian prior λ = "
-        f"{cfg.prior_precision:g}, the committee's mean prediction evaluated. Wall time {hours:.2f} h over "
+        f"{schedule} (lr {cfg.lr:g}, batch {cfg.batch_size}), objective {cfg.svgd_objective}, kernel "
+        f"{cfg.svgd_kernel}, Gaussian prior λ = {cfg.prior_precision:g}, the committee's mean prediction "
+        f"evaluated. Wall time {hours:.2f} h over "
         f"{len(invocations)} invocation(s) of `python benchmarks/nath_nuclei.py` on 2 CPU cores.",
         "",
-        "![test Dice vs annotations](nath_nuclei.png)",
+        *([f"Host: {host}.", ""] if host else []),
+        *seed_level,
+        f"![test Dice vs annotations]({name}.png)",
         "",
-        "![test Dice vs training-set size](nath_nuclei_train_size.png)",
+        f"![test Dice vs training-set size]({name}_train_size.png)",
         "",
+        *([ERRATUM, ""] if recipe == "committed" else []),
     ])
-    (results / "nath_nuclei.md").write_text(md)
+    (results / f"{name}.md").write_text(md)
     return doc
+
+
+ERRATUM = """**Erratum (2026-12-04, issue 18 §2).** In this study the Epistemic+MI No Delete arm could never re-pick a
+labelled patch: a labelled patch that stayed a candidate had its MI with itself (the largest possible) in its
+mean MI to the training set, so min-max MI pushed it to the bottom. Its training-set size equals its
+annotation count in every round of all 3 seeds (the ledgers' `train_size` and `n_annotations`: 44 patches from 44
+annotations in round 10), i.e. it never
+duplicated anything and its row above is effectively a Delete arm, while the other No Delete arms did re-pick
+(max_entropy: 44 patches from 29–35 annotations; random: from 39–41). `entropy_mi` now leaves self-pairs
+out (`mutual_info.same_images`,
+`tests/test_mutual_info.py::test_no_delete_can_re_pick_a_labelled_hard_item`). "Epistemic" here is the entropy
+of the committee mean (`max_entropy`), not the paper's Eq. 3; `python benchmarks/nath_nuclei.py --recipe fixed`
+re-runs the study with Eq. 3 as written (`nath_entropy`), BALD as the epistemic alternative, and the fixed SVGD."""
+
+
+def seed_level_reports(out: Path, results: Path, name: str, host: str | None) -> list[str]:
+    """The activeseg report of each mode (strategies paired over seeds against that mode's random):
+    its summary table as markdown lines, the report in ``{name}_report_{mode}/``."""
+    from activeseg.report import build_report
+    from activeseg.report.tables import to_markdown
+
+    lines = []
+    for mode, title in MODES.items():
+        if not any((out / mode).glob("*/seed_*/ledger.jsonl")):
+            continue
+        summary = build_report(out / mode, results / f"{name}_report_{mode}", host=host)
+        lines += [f"## {title}: seed-level comparison with Random {title} (the primary endpoint)", "",
+                  to_markdown(summary), ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/nath_nuclei", help="folder of the runs' ledgers")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="committed",
+                    help="committed (configs/nath_nuclei.toml, the committed study) or fixed (configs/nath.toml)")
+    ap.add_argument("--out", default=None, help="folder of the runs' ledgers (default: the recipe's)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker")
     ap.add_argument("--hours", type=float, default=2.5, help="start no round after this many hours")
-    ap.add_argument("--config", default="configs/nath_nuclei.toml", help="the run settings (relative to the repo)")
+    ap.add_argument("--config", default=None, help="the run settings (relative to the repo; default: the recipe's)")
     ap.add_argument("--results-dir", default=str(RESULTS), help="where the .md/.json/.png go")
     ap.add_argument("--results-only", action="store_true")
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    cfg = load_config(ROOT / args.config)
+    config, strategies, name, default_out = RECIPES[args.recipe]
+    config = args.config or config
+    out = Path(args.out or default_out)
+    cfg = load_config(ROOT / config)
     results_dir = Path(args.results_dir)
-    previous = results_dir / "nath_nuclei.json"
-    invocations = json.loads(previous.read_text()).get("invocations", []) if previous.exists() else []
+    previous = results_dir / f"{name}.json"
+    saved = json.loads(previous.read_text()) if previous.exists() else {}
+    invocations, host = saved.get("invocations", []), saved.get("host")
     if not args.results_only:
         from activeseg.simulate import simulate
 
+        machine = describe()
+        host = (f"{machine.get('model')} (flags: {', '.join(machine.get('flags', [])) or 'none'}), "
+                f"`torch.mm` peak {machine.get('matmul_gflops')} GFLOP/s")
         start = time.time()
-        invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0, "config": args.config})
+        invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0, "config": config})
         seeds = list(range(args.seeds))
         for stage in sorted({max(1, cfg.rounds // 2), cfg.rounds}):  # both modes advance together
             for mode in MODES:
@@ -211,15 +277,15 @@ def main(argv: list[str] | None = None) -> int:
                         if src.exists() and not dst.exists():
                             dst.parent.mkdir(parents=True, exist_ok=True)
                             shutil.copyfile(src, dst)
-                results = simulate(mode_cfg, STRATEGIES, seeds, out / mode, workers=args.workers, resume=True,
-                                   until_round=stage, deadline=start + 3600 * args.hours)
+                results = simulate(mode_cfg, strategies, seeds, out / mode, workers=args.workers, resume=True,
+                                   until_round=stage, deadline=start + 3600 * args.hours, threads=args.threads)
                 invocations[-1]["hours"] = round((time.time() - start) / 3600, 3)
-                write_results(out, invocations, cfg, results_dir)
+                write_results(out, invocations, cfg, results_dir, args.recipe, host)
                 if any(r[2] for r in results):
-                    print("nath_nuclei: some runs failed; see the errors above", flush=True)
+                    print(f"{name}: some runs failed; see the errors above", flush=True)
                     return 1
-    write_results(out, invocations, cfg, results_dir)
-    print((results_dir / "nath_nuclei.md").read_text())
+    write_results(out, invocations, cfg, results_dir, args.recipe, host)
+    print((results_dir / f"{name}.md").read_text())
     return 0
 
 

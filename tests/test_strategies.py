@@ -262,3 +262,9 @@ def test_ranking_is_not_random(name):
     scores = strategy.score(random_probs(SHAPES["segmentation"]))
     picks = [strategy.select(scores, 3, np.random.default_rng(seed)).tolist() for seed in range(3)]
     assert picks[0] == picks[1] == picks[2]
+
+
+def test_nath_entropy_mi_scores_with_eq3_and_entropy_mi_with_the_entropy_of_the_mean():
+    probs = np.random.default_rng(0).dirichlet(np.ones(2), size=(3, 4, 5, 5)).transpose(0, 1, 4, 2, 3)
+    assert np.allclose(get_strategy("nath_entropy_mi").score(probs), get_strategy("nath_entropy").score(probs))
+    assert np.allclose(get_strategy("entropy_mi").score(probs), get_strategy("max_entropy").score(probs))

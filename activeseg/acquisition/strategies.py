@@ -57,7 +57,9 @@ Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` build
 - ``batchbald``: BatchBALD (Kirsch et al. 2019) on consistent MC-dropout samples; for segmentation over
   a fixed subset of pixels, each a label (``labels="pixels"``).
 - ``badge``: k-means++ on gradient embeddings (Ash et al. 2020).
-- ``entropy_mi``: Nath et al. (2020): α·minmax(entropy) − minmax(mean image MI to the labelled set)/α.
+- ``entropy_mi``: Nath et al. (2020): α·minmax(entropy) − minmax(mean image MI to the labelled set)/α,
+  the entropy of the committee mean (``max_entropy``); ``nath_entropy_mi`` is the same with Eq. 3 as
+  written (``nath_entropy``).
 
 The default reduction is ``mean`` because summed scores grow with image size and would favour large
 images in a pool of mixed sizes; ``sum`` is one override away (``get_strategy("bald", reduction="sum")``).
@@ -404,6 +406,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "batchbald": _batch("batchbald", "batchbald"),
     "badge": _batch("badge", "badge"),
     "entropy_mi": _batch("entropy_mi", "entropy_mi", base="max_entropy"),
+    "nath_entropy_mi": _batch("nath_entropy_mi", "entropy_mi", base="nath_entropy"),
 }
 """Strategy factories by name; call with keyword overrides or use ``get_strategy``."""
 
