@@ -1,0 +1,75 @@
+"""Region queries: window scores from summed-area tables, non-maximum suppression, click costs."""
+
+import numpy as np
+import pytest
+
+from activeseg.acquisition.regions import (
+    Region,
+    click_cost,
+    region_scores,
+    select_regions,
+    window_grid,
+    window_sums,
+)
+
+
+def test_window_sums_equal_the_brute_force_sums():
+    maps = np.random.default_rng(0).random((2, 9, 7))
+    sums, ys, xs = window_sums(maps, 4, 2)
+    assert ys.tolist() == [0, 2, 4, 5] and xs.tolist() == [0, 2, 3]  # the last window flush with the edge
+    brute = np.array([[[maps[n, y:y + 4, x:x + 4].sum() for x in xs] for y in ys] for n in range(2)])
+    assert np.allclose(sums, brute)
+    assert window_grid(10, 4, 4).tolist() == [0, 4, 6]
+    with pytest.raises(ValueError, match="does not fit"):
+        window_grid(3, 4, 1)
+
+
+def test_nms_keeps_the_best_disjoint_windows():
+    m = np.zeros((1, 8, 8))
+    m[0, :4, :4] = 1.0  # a hot block: window (0, 0) sums 16
+    m[0, 4:, 4:] = 0.4  # a cooler one: window (4, 4) sums 6.4
+    scores, ys, xs = region_scores(m, 4, 2)
+    assert scores.max() == 1.0 and scores.min() == 0.0
+    disjoint = select_regions(scores, ys, xs, 4, k=2)
+    assert disjoint == [Region(0, 0, 0, 4, 4), Region(0, 4, 4, 4, 4)]
+    # allowing overlap up to IoU 1/2: the half-overlapping window (0, 2), which sums 8 > 6.4, comes second
+    overlapping = select_regions(scores, ys, xs, 4, k=2, iou_max=0.5)
+    assert overlapping == [Region(0, 0, 0, 4, 4), Region(0, 0, 2, 4, 4)]
+    assert overlapping[0].iou(overlapping[1]) == pytest.approx(8 / 24)
+
+
+def test_labelled_pixels_count_as_zero_or_exclude_their_windows():
+    m = np.ones((2, 4, 4))
+    done = np.zeros((2, 4, 4), bool)
+    done[0, 0, 0] = True
+    zero, ys, xs = region_scores(m, 4, 4, done, labelled="zero")
+    assert zero[:, 0, 0].tolist() == [0.0, 1.0]  # 15 against 16, min-max normalised
+    excluded, ys, xs = region_scores(m, 4, 4, done, labelled="exclude")
+    assert excluded[0, 0, 0] == -np.inf
+    assert select_regions(excluded, ys, xs, 4, k=5) == [Region(1, 0, 0, 4, 4)]  # image 0 is never picked again
+    with pytest.raises(ValueError, match="labelled must be one of zero, exclude"):
+        region_scores(m, 4, 4, done, labelled="skip")
+
+
+def test_click_cost_of_hand_drawn_masks():
+    square = np.zeros((12, 12), int)
+    square[2:7, 2:7] = 1
+    assert click_cost(square) == 4 + 1
+    two = square.copy()
+    two[8:11, 8:11] = 2  # a second component, of another class
+    assert click_cost(two) == 2 * (4 + 1)
+    triangle = np.zeros((12, 12), int)
+    for i in range(8):
+        triangle[2 + i, 2 : 3 + i] = 1
+    assert click_cost(triangle) == 3 + 1
+    ring = np.zeros((12, 12), int)
+    ring[2:10, 2:10] = 1
+    ring[4:8, 4:8] = 0
+    assert click_cost(ring) == 4 + 1  # the hole is not outlined
+    assert click_cost(np.pad([[1]], 3)) == 3 + 1  # a one-pixel nucleus still takes a triangle
+    assert click_cost(np.zeros((5, 5), int)) == 0 and click_cost(np.full((5, 5), 255)) == 0
+    assert click_cost(square, Region(0, 0, 0, 5, 5)) == 4 + 1  # only the 3 × 3 corner inside the box
+    wiggly = np.zeros((20, 20), int)
+    wiggly[5:15, 5:15] = 1
+    wiggly[5:15:2, 15] = 1  # teeth one pixel deep on the right edge
+    assert click_cost(wiggly, tolerance=1.0) < click_cost(wiggly, tolerance=0.25)
