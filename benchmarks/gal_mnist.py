@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import describe  # benchmarks/ is on sys.path when run as a script
 
 from activeseg.config import load_config
 from activeseg.metrics import annotations_to_target
@@ -242,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        from machine import describe  # benchmarks/ is on sys.path when run as a script
+
         machine = describe()
         cfg = load_config(ROOT / "configs" / config)
         start = time.time()

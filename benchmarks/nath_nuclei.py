@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import describe  # benchmarks/ is on sys.path when run as a script
 
 from activeseg.config import load_config
 from activeseg.metrics import wilcoxon_paired
@@ -259,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(previous.read_text()) if previous.exists() else {}
     invocations, host = saved.get("invocations", []), saved.get("host")
     if not args.results_only:
+        from machine import describe  # benchmarks/ is on sys.path when run as a script
+
         from activeseg.simulate import simulate
 
         machine = describe()

@@ -168,3 +168,20 @@ def test_mc_dropout_test_predictions(mnist, tmp_path):
     mc = run_simulation(cfg.replace(test_mc_samples=8), data, tmp_path / "mc", progress=False)[0]
     assert mc["best_step"] == plain["best_step"]  # same training; only the test-time prediction differs
     assert mc["test"] != plain["test"] and 0.0 <= mc["test"]["error"] <= 1.0
+
+
+def test_gal_benchmark_reads_the_mean_curve_as_the_paper_reads_averaged_curves():
+    from types import SimpleNamespace
+
+    bench = _gal_benchmark()
+
+    def run(errors):
+        return SimpleNamespace(records=[{"n_annotations": 20 + 10 * i, "test": {"error": e}}
+                                        for i, e in enumerate(errors)])
+
+    # the seeds cross 10% at 10 and 20 acquisitions (averaged: 15); their mean curve (0.3, 0.145, 0.125, 0.06) at 30
+    runs = [run([0.3, 0.09, 0.2, 0.08]), run([0.3, 0.2, 0.05, 0.04])]
+    per_seed = [bench.seed_results(r.records, initial=20, rounds=4)["to_10pct"] for r in runs]
+    assert per_seed == [10, 20]
+    assert bench.mean_curve_crossings(runs, initial=20) == {"to_10pct": 30, "to_5pct": None, "rounds": 4}
+    assert bench.mean_curve_crossings([run([0.3, 0.09]), run([0.3])], initial=20)["rounds"] == 1  # common rounds
