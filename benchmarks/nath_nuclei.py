@@ -158,11 +158,12 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
         row = doc["rows"].get(f"{s}/{m}")
         if row is None:
             continue
-        paper = PAPER.get((PAPER_ROW.get(s, s), m), (float("nan"),) * 3)
+        paper = PAPER.get((PAPER_ROW.get(s, s), m))
+        paper_cell = f"{paper[0]:.4f} / {paper[1]:.4f} / {paper[2]:.2f} %" if paper else "— (not in the paper)"
         lines.append(f"| {NAMES[s]} {MODES[m]} | {len(row['seeds'])} | {_ms(row['val_dice'])} "
                      f"| {_ms(row['test_dice'])} "
                      f"| {_ms(row['pct_data'], 1)} % | {_ms(row['train_size'], 1)} | {_p(row['p_vs_random_delete'])} "
-                     f"| {paper[0]:.4f} / {paper[1]:.4f} / {paper[2]:.2f} % |")
+                     f"| {paper_cell} |")
     ref = doc["reference"]
     if ref:
         lines.append(f"| Full pool, SVGD | {len(ref)} | {_ms([r['val_dice'] for r in ref])} "
