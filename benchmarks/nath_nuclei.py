@@ -196,7 +196,8 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
         f"evaluated. Wall time {hours:.2f} h over "
         f"{len(invocations)} invocation(s) of `python benchmarks/nath_nuclei.py` on 2 CPU cores.",
         "",
-        *([f"Host: {host}.", ""] if host else []),
+        f"Host: {host}." if host else "Host: not recorded (these runs predate the host line).",
+        "",
         *seed_level,
         f"![test Dice vs annotations]({name}.png)",
         "",
