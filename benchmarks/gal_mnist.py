@@ -145,7 +145,10 @@ def _cell(values: list, digits: int = 0) -> str:
     return text
 
 
-def write_results(out: Path, invocations: list[dict], recipe: str = "ours", machine: dict | None = None) -> dict:
+def write_results(out: Path, invocations: list[dict], recipe: str = "ours", host: str | None = None,
+                  written_on: str | None = None) -> dict:
+    """The results files from the ledgers; ``host`` names the machine the runs ran on, ``written_on`` the one
+    writing the file (for runs whose host was not recorded)."""
     config, _, name, strategies = RECIPES[recipe]
     table = collect(out, strategies)
     doc = {
@@ -159,8 +162,10 @@ def write_results(out: Path, invocations: list[dict], recipe: str = "ours", mach
         "config": json.loads(load_config(ROOT / "configs" / config).to_json()),
         "invocations": invocations,
     }
-    if machine:
-        doc["machine"] = machine
+    if host:
+        doc["host"] = host
+    if written_on:
+        doc["written_on"] = written_on
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     runs = find_runs(out)
@@ -205,9 +210,8 @@ def write_results(out: Path, invocations: list[dict], recipe: str = "ours", mach
         f"Wall time: {hours:.2f} h over {len(invocations)} invocation(s) of `python benchmarks/gal_mnist.py"
         f"{' --recipe reference' if recipe == 'reference' else ''}`; {core_hours:.2f} core-hours of rounds "
         "(training, evaluation, scoring).",
-        (f"Host: {machine.get('model')} (flags: {', '.join(machine.get('flags', [])) or 'none'}), "
-         f"`torch.mm` peak {machine.get('matmul_gflops')} GFLOP/s." if machine else
-         "Host: not recorded (these runs predate the host line)."),
+        f"Host of the runs: {host}." if host else
+        f"Host of the runs: not recorded (they predate the host line); this file was written on {written_on}.",
         "",
         *PROTOCOL[recipe],
         "",
@@ -233,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or RESULTS / runs_dir)
     previous = RESULTS / f"{name}.json"
     saved = json.loads(previous.read_text()) if previous.exists() else {}
-    invocations, machine = saved.get("invocations", []), saved.get("machine")
+    from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
+
+    invocations = saved.get("invocations", [])
+    host = saved.get("host") or (host_line(saved["machine"]) if saved.get("machine") else None)
+
+    written_on = None
     if not args.results_only:
         from activeseg.simulate import simulate
 
@@ -241,9 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        from machine import describe  # benchmarks/ is on sys.path when run as a script
-
-        machine = describe()
+        host = host_line(describe())
         cfg = load_config(ROOT / "configs" / config)
         start = time.time()
         deadline = start + 3600 * args.hours
@@ -255,12 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             results = simulate(cfg, strategies, list(range(args.seeds)), out, workers=args.workers, resume=True,
                                quiet=False, until_round=stage, deadline=deadline, threads=args.threads)
             invocations[-1]["hours"] = round((time.time() - start) / 3600, 3)
-            write_results(out, invocations, args.recipe, machine)
+            write_results(out, invocations, args.recipe, host, written_on)
             failed = [r for r in results if r[2]]
             if failed:
                 print(f"{name}: {len(failed)} run(s) failed; see the errors above", flush=True)
                 return 1
-    doc = write_results(out, invocations, args.recipe, machine)
+    if host is None:
+        written_on = host_line(describe())
+    doc = write_results(out, invocations, args.recipe, host, written_on)
     print((RESULTS / f"{name}.md").read_text())
     return 0 if all(all(d == 101 for d in v) for v in doc["rounds_done"].values()) else 2
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe  # benchmarks/ is on sys.path when run as a script
+from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
 from tqdm.auto import tqdm
 
 from activeseg.config import load_config
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python benchmarks/gal_weight_decay.py --draws {args.draws}` ({doc['minutes']} min, "
         f"{args.threads} thread(s));",
-        f"host: {machine.get('model')} (flags: {', '.join(machine.get('flags', [])) or 'none'}), "
-        f"`torch.mm` peak {machine.get('matmul_gflops')} GFLOP/s.",
+        f"host: {host_line(machine)}.",
         "",
         "The reference CNN and training of `configs/gal_reference.toml` with Keras `l2(c / N)` on the hidden",
         "dense layer's weights (the authors' script: c = 3.5). Error in % (mean over draws) on the 100-digit",

@@ -46,3 +46,10 @@ def describe() -> dict:
 
     return {**cpu_features(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "matmul_gflops": matmul_peak(1024, 3), "matmul_size": 1024}
+
+
+def host_line(machine: dict) -> str:
+    """One line naming the host of ``describe()``: CPU, its flags and the measured ``torch.mm`` peaks."""
+    peaks = ", ".join(f"{k} {v}" for k, v in machine.get("matmul_gflops", {}).items())
+    return (f"{machine.get('model')} (flags: {', '.join(machine.get('flags', [])) or 'none'}), "
+            f"{machine.get('threads')} torch thread(s), `torch.mm` peak GFLOP/s: {peaks or 'not measured'}")

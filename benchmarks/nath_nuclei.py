@@ -260,13 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(previous.read_text()) if previous.exists() else {}
     invocations, host = saved.get("invocations", []), saved.get("host")
     if not args.results_only:
-        from machine import describe  # benchmarks/ is on sys.path when run as a script
+        from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
 
         from activeseg.simulate import simulate
 
-        machine = describe()
-        host = (f"{machine.get('model')} (flags: {', '.join(machine.get('flags', [])) or 'none'}), "
-                f"`torch.mm` peak {machine.get('matmul_gflops')} GFLOP/s")
+        host = host_line(describe())
         start = time.time()
         invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0, "config": config})
         seeds = list(range(args.seeds))
