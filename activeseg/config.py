@@ -109,6 +109,15 @@ class SimConfig(TrainConfig):
     score_subset: int | None = _f(None, "score only a random subset of this many pool items each round "
                                   "(Gal et al.: 2000)")
     no_delete: bool = _f(False, "NoDelete: leave queried items in the pool; a re-pick duplicates it in training")
+    region_size: int = _f(128, "region strategies (cereals, entropy_regions, random_regions): window side in pixels "
+                          "(CEREALS: 128; an image smaller than it is one window of its shorter side)")
+    region_stride: int = _f(0, "region strategies: step of the window grid (0: half the window)")
+    region_iou_max: float = _f(0.0, "region strategies: the largest IoU a picked window may have with another of its "
+                               "image (0: disjoint)")
+    region_labelled: str = _f("exclude", "region strategies: exclude (a window holding a labelled pixel is never "
+                              "picked) or zero (labelled pixels count 0; only fully labelled windows are barred)")
+    cost_tolerance: float = _f(1.0, "click cost of a region in simulation: Douglas-Peucker tolerance in pixels of the "
+                               "simplified outlines whose vertices are counted")
     warm_start: bool = _f(False, "fine-tune the previous round's weights instead of training from scratch")
     estimator: str = _f("mc_dropout", "uncertainty method: mc_dropout, deterministic, or a committee: ensemble, "
                         "bootstrap, svgd (Nath et al.)")

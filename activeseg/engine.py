@@ -12,7 +12,7 @@ none of them scores or selects on its own. Randomness comes only from the seeds 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 
 import numpy as np
 from torch import nn
@@ -47,7 +47,12 @@ def make_strategy(cfg: SimConfig):
         if value != defaults[key] and not (key == "reduction" and cfg.strategy == "random"):
             options[name] = value
     options.update(cfg.strategy_options)
-    return get_strategy(cfg.strategy, **options)
+    strategy = get_strategy(cfg.strategy, **options)
+    if getattr(strategy, "unit", "image") == "region":  # the query unit's geometry, unless the table sets it
+        geometry = {"size": cfg.region_size, "stride": cfg.region_stride, "iou_max": cfg.region_iou_max,
+                    "labelled": cfg.region_labelled}
+        strategy = replace(strategy, **{k: v for k, v in geometry.items() if k not in cfg.strategy_options})
+    return strategy
 
 
 def check_task(cfg: SimConfig, task: str) -> str:
@@ -74,6 +79,17 @@ class Selection:
     indices: np.ndarray
     scores: np.ndarray
     measures: dict[str, np.ndarray]
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RegionSelection:
+    """What :meth:`Engine.propose_regions` picked: the :class:`~activeseg.acquisition.region_strategy.RegionPick`
+    (regions' ``item`` = position in the candidates), which cost model priced them (None: not cost-aware),
+    and the seconds spent scoring and selecting."""
+
+    pick: object
+    cost_source: str | None
     seconds: dict[str, float]
 
 
@@ -154,8 +170,9 @@ class Engine:
         return self.method.build(lambda s: self.new_network(dataset, s), seed, self.cfg.members)
 
     def fit(self, dataset: ImageDataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int,
-            device: str = "cpu", init_state: dict | None = None):
-        """A model trained on ``train_idx`` (dataset indices, duplicates allowed) with the round's seed.
+            device: str = "cpu", init_state: dict | None = None, targets=None):
+        """A model trained on ``train_idx`` (dataset indices, duplicates allowed) with the round's seed;
+        ``targets``: their training targets when they are not the dataset's (partial labels, pseudo-labels).
 
         Returns:
             (model, :class:`~activeseg.train.FitResult`); the model holds the best-validation weights
@@ -167,7 +184,10 @@ class Engine:
         if init_state is not None:
             model.load_state_dict(init_state)
         gen = torch.Generator().manual_seed(seed)  # batches, augmentation and dropout derive from it
-        result = self.method.fit(model, dataset.images[train_idx], dataset.targets[train_idx],
+        targets = dataset.targets[train_idx] if targets is None else targets
+        if len(targets) != len(train_idx):
+            raise ValueError(f"{len(targets)} training targets for {len(train_idx)} training items")
+        result = self.method.fit(model, dataset.images[train_idx], targets,
                                  dataset.images[val_idx], dataset.targets[val_idx], self.cfg.train_config(), gen,
                                  device, dataset.num_classes, self.cfg)
         return model, result
@@ -229,6 +249,9 @@ class Engine:
             measures: heuristic names whose per-item mean maps to report from the same passes.
         """
         strategy = self.strategy
+        if getattr(strategy, "unit", "image") == "region":
+            raise ValueError(f"strategy {strategy.name!r} picks regions of images, not whole images: the simulation "
+                             "runs it (propose_regions); to rank whole images pick another strategy")
         needs = strategy.needs
         t0 = time.perf_counter()
         pixels = {}  # the images themselves, for strategies that compare them pixel by pixel
@@ -247,6 +270,40 @@ class Engine:
         chosen = strategy.select(scores, k, np.random.default_rng(seed), extras=extras)
         return Selection(np.asarray(chosen, dtype=np.int64), scores, means,
                          {"score": t1 - t0, "select": time.perf_counter() - t1})
+
+    def propose_regions(self, model: nn.Module, candidates, labelled, k: int, seed: int, device: str = "cpu",
+                        cost_samples=None) -> RegionSelection:
+        """Score every window of the candidates and pick ``k`` regions with the (region) strategy.
+
+        Args:
+            model: the round's trained model.
+            candidates: images ``[N, C, H, W]`` or a list of ``[C, H, W]``.
+            labelled: per candidate a bool ``[H, W]`` of its labelled pixels (or None: none are).
+            k: regions to pick.
+            seed: the round's seed (dropout masks, random windows).
+            cost_samples: ``(features [M, F], costs [M])`` of the regions labelled so far, which the cost
+                model of a cost-aware strategy is fitted on (too few or None: the proxy).
+        """
+        from activeseg.acquisition.cost import COST_FEATURES, cost_maps, fit_cost
+
+        strategy = self.strategy
+        if getattr(strategy, "unit", "image") != "region":
+            raise ValueError(f"strategy {strategy.name!r} picks whole items: call propose")
+        t0 = time.perf_counter()
+        shapes = [tuple(np.shape(im)[1:]) for im in candidates]
+        if strategy.needs_model:
+            probs, maps = self.maps(model, candidates, seed, device)
+        else:
+            probs, maps = None, [np.zeros(shape) for shape in shapes]
+        features, fit = None, None
+        if strategy.cost:
+            keep = [np.ones(shape) if labelled is None else ~labelled[n] for n, shape in enumerate(shapes)]
+            features = [cost_maps(candidates[n], probs[n], maps[n]) * keep[n] for n in range(len(shapes))]
+            fit = fit_cost(*(cost_samples or (np.zeros((0, len(COST_FEATURES))), [])))
+        t1 = time.perf_counter()
+        pick = strategy.pick(list(maps), k, np.random.default_rng(seed), labelled, features, fit)
+        return RegionSelection(pick, None if fit is None else fit.source,
+                               {"score": t1 - t0, "select": time.perf_counter() - t1})
 
     def maps(self, model: nn.Module, images, seed: int, device: str = "cpu"):
         """``(mean class probabilities [N, C, *S], uncertainty map [N, *S])`` of the images, for heatmaps; lists

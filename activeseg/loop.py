@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activeseg import records
+from activeseg import annotation, records
 from activeseg.config import SimConfig, saved_config_defaults, unread_settings
 from activeseg.data import ImageDataset, Pool, make_split
 from activeseg.engine import Engine, round_seed
@@ -64,9 +64,10 @@ def _train_sample(train_dataset_idx: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 2]).choice(unique, TRAIN_HISTOGRAM_ITEMS, replace=False))
 
 
-def _candidates(cfg: SimConfig, pool: Pool, seed: int) -> np.ndarray:
-    """The pool positions scored this round (Gal et al.'s reference code scored a random subset)."""
-    candidates = pool.candidates(cfg.no_delete)
+def _candidates(cfg: SimConfig, pool: Pool, seed: int, regions: bool = False) -> np.ndarray:
+    """The pool positions scored this round (Gal et al.'s reference code scored a random subset); for region
+    queries every item with pixels left to label."""
+    candidates = pool.region_candidates() if regions else pool.candidates(cfg.no_delete)
     if cfg.score_subset is not None and len(candidates) > cfg.score_subset:
         candidates = np.sort(np.random.default_rng([seed, 1]).choice(candidates, cfg.score_subset, replace=False))
     return candidates
@@ -95,15 +96,18 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
     records.write_config(run_dir, cfg.to_json(), resume, json.dumps(saved_config_defaults()),
                          may_change=("rounds", "device", "heatmaps", *unread_settings(cfg.estimator)))
     records.write_strategy(run_dir, engine.strategy_settings(), fresh=not done)
+    if getattr(engine.strategy, "unit", "image") == "region" and (cfg.no_delete or dataset.task != "segmentation"):
+        raise ValueError(f"strategy {cfg.strategy!r} labels regions of images: it needs a segmentation dataset and "
+                         "no --no-delete (a labelled region is never asked for again)")
     device = pick_device(cfg.device)
     split = run_split(cfg, dataset)
     records.write_split(run_dir, split, dataset.item_ids, cfg.split_seed)
     pool = Pool(np.concatenate([split.initial, split.pool]))
     pool.label(pool.pool_idx_of(split.initial), 1)
+    spent = annotation.Spent.start(cfg, dataset, split.initial)
     for rec in done:  # replay the picks of finished rounds
-        picked = [s["dataset_idx"] for s in rec["selected"]]
-        if picked:
-            pool.label(pool.pool_idx_of(picked), rec["round"] + 1)
+        _reveal(pool, dataset, rec["selected"], rec["round"] + 1)
+        spent.add(rec["selected"])
     state = None
     if cfg.warm_start and done:
         state = torch.load(run_dir / "last_model.pt", map_location="cpu", weights_only=True)
@@ -114,27 +118,41 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
     for round_ in range(len(done) + 1, last + 1):
         if deadline is not None and time.time() >= deadline:
             break
-        record, model = _round(engine, dataset, split, pool, round_, device, state, run_dir)
+        record, model = _round(engine, dataset, split, pool, round_, device, state, run_dir, spent)
         if cfg.warm_start:
             state = model.state_dict()
             torch.save(state, run_dir / "last_model.pt")
         records.append_record(run_dir / records.LEDGER, record)
         done.append(record)
-        if record["selected"]:
-            pool.label(pool.pool_idx_of([s["dataset_idx"] for s in record["selected"]]), round_ + 1)
+        _reveal(pool, dataset, record["selected"], round_ + 1)
+        spent.add(record["selected"])
         bar.update(1)
     bar.close()
     return done
 
 
+def _reveal(pool: Pool, dataset: ImageDataset, selected: list[dict], round_: int) -> None:
+    """The oracle labels a round's picks: whole items, or the ``box`` of each region."""
+    whole = [s["dataset_idx"] for s in selected if "box" not in s]
+    if whole:
+        pool.label(pool.pool_idx_of(whole), round_)
+    for s in selected:
+        if "box" in s:
+            y, x, h, w = s["box"]
+            pool.label_region(pool.pool_idx_of(s["dataset_idx"])[0], (slice(y, y + h), slice(x, x + w)), round_,
+                              dataset.targets.shape[1:])
+
+
 def _round(engine: Engine, dataset: ImageDataset, split, pool: Pool, round_: int, device: str, state,
-           run_dir: Path) -> tuple[dict, object]:
+           run_dir: Path, spent: annotation.Spent) -> tuple[dict, object]:
     """One round: train, evaluate, histogram, score and pick (except in the last round), heatmaps."""
     cfg = engine.cfg
     seed = round_seed(cfg.seed, round_)
+    regions = getattr(engine.strategy, "unit", "image") == "region"
     t0 = time.perf_counter()
+    targets = pool.training_targets(dataset.targets, cfg.ignore_index) if pool.partial else None
     model, fitres = engine.fit(dataset, pool.training_dataset_idx(), split.val, seed, device,
-                               state if cfg.warm_start else None)
+                               state if cfg.warm_start else None, targets)
     t1 = time.perf_counter()
     val_items, val = engine.evaluate(model, dataset, split.val, seed, device)
     test_items, test = engine.evaluate(model, dataset, split.test, seed, device)
@@ -143,14 +161,20 @@ def _round(engine: Engine, dataset: ImageDataset, split, pool: Pool, round_: int
     t2 = time.perf_counter()
     selected: list[dict] = []
     seconds = {"score": 0.0, "select": 0.0}
-    candidates = _candidates(cfg, pool, seed)
-    if round_ < cfg.rounds and len(candidates):
+    candidates = _candidates(cfg, pool, seed, regions)
+    if round_ < cfg.rounds and len(candidates) and regions:
+        selected, seconds = annotation.propose_regions(engine, model, dataset, pool, candidates,
+                                                       cfg.query_at(round_), seed, device, spent)
+        picked = list(dict.fromkeys(s["dataset_idx"] for s in selected))  # each image once
+        _save_heatmaps(engine, model, dataset, picked, seed, run_dir / "heatmaps" / f"round_{round_:02d}", device)
+    elif round_ < cfg.rounds and len(candidates):
         cand_dataset_idx = pool.dataset_idx[candidates]
         labelled = dataset.images[np.unique(pool.training_dataset_idx())]
         sel = engine.propose(model, dataset.images[cand_dataset_idx], labelled, cfg.query_at(round_), seed, device)
         seconds = sel.seconds
         picked_dataset_idx = cand_dataset_idx[sel.indices]
-        selected = [{"dataset_idx": int(d), "item_id": dataset.item_ids[d], "score": float(sel.scores[c])}
+        selected = [{"dataset_idx": int(d), "item_id": dataset.item_ids[d], "score": float(sel.scores[c]),
+                     **spent.whole_item(d)}
                     for d, c in zip(picked_dataset_idx, sel.indices, strict=True)]
         if dataset.task == "segmentation":
             _save_heatmaps(engine, model, dataset, picked_dataset_idx, seed,
@@ -162,6 +186,7 @@ def _round(engine: Engine, dataset: ImageDataset, split, pool: Pool, round_: int
         "n_annotations": pool.n_annotations,
         "train_size": pool.train_size,
         "pool_size": len(pool),
+        **spent.totals(pool),
         "train_entropy_hist": train_hist,
         "val": val,
         "test": test,

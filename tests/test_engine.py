@@ -112,3 +112,25 @@ def test_whole_images_of_any_size_are_padded_and_cropped(squares, trained):
     assert probs[0].shape == (2, 38, 35) and maps[0].shape == (38, 35) and maps[1].shape == (32, 32)
     with pytest.raises(ValueError, match="needs them all of one size"):
         Engine(CFG.replace(strategy="entropy_mi")).propose(model, images, squares.images[:8], 1, seed=0)
+
+
+def test_propose_regions_takes_the_geometry_from_the_config_and_scores_images_of_any_size(squares, trained):
+    _, model = trained
+    engine = Engine(CFG.replace(strategy="cereals", region_size=16, region_stride=8))
+    assert (engine.strategy.size, engine.strategy.stride) == (16, 8)
+    table = Engine(CFG.replace(strategy="cereals", region_size=16, strategy_options={"size": 8})).strategy
+    assert table.size == 8  # the [strategy] table wins over the flat key
+    images = [squares.images[8], np.pad(squares.images[9, 0], ((0, 6), (0, 3)), mode="reflect")[None]]
+    done = [np.zeros((32, 32), bool), np.zeros((38, 35), bool)]
+    done[0][:16, :16] = True
+    sel = engine.propose_regions(model, images, done, 4, seed=7)
+    again = engine.propose_regions(model, images, done, 4, seed=7)
+    assert sel.pick.regions == again.pick.regions and len(sel.pick.regions) == 4 and sel.cost_source == "proxy"
+    assert all(not done[r.item][r.slices()].any() for r in sel.pick.regions)
+    samples = (np.random.default_rng(0).random((12, 5)), np.arange(12.0))
+    fitted = engine.propose_regions(model, images, done, 4, seed=7, cost_samples=samples)
+    assert fitted.cost_source == "ridge on 12 labelled regions"
+    with pytest.raises(ValueError, match="picks regions of images"):
+        engine.propose(model, squares.images[8:], squares.images[:8], 2, seed=7)
+    with pytest.raises(ValueError, match="picks whole items"):
+        Engine(CFG).propose_regions(model, images, done, 2, seed=7)

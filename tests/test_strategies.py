@@ -16,10 +16,12 @@ from activeseg.acquisition import (
 )
 
 ALL_NAMES = sorted(STRATEGIES)
+# strategies that pick whole items; the region strategies have their own contract (tests/test_region_loop.py)
+ITEM_NAMES = [name for name in ALL_NAMES if getattr(get_strategy(name), "unit", "image") == "image"]
 SPATIAL_ONLY = ("foreground_mean", "distance_weighted")  # reductions that need pixels
 # deterministic top-k rankings of a score (no sampling, nothing but the scores needed)
 RANKING_NAMES = [
-    name for name in ALL_NAMES
+    name for name in ITEM_NAMES
     if get_strategy(name).needs_model and not get_strategy(name).needs and getattr(get_strategy(name), "sampling",
                                                                                       "top_k") == "top_k"
 ]
@@ -170,7 +172,7 @@ def test_bald_and_entropy_rank_differently(spatial):
 # ---------------------------------------------------------------- contract suite
 
 
-@pytest.fixture(params=ALL_NAMES)
+@pytest.fixture(params=ITEM_NAMES)
 def strategy(request) -> Strategy:
     return get_strategy(request.param)
 

@@ -7,6 +7,9 @@ non-overlapping ones, and price a region by the clicks it takes to outline it.
   pixels counted as 0 (``labelled="zero"``) or their windows left out (``labelled="exclude"``).
 * ``select_regions``: greedy non-maximum suppression over all images: the best window first, then the
   next whose IoU with every kept window of the same image is at most ``iou_max`` (0: disjoint).
+* ``candidate_windows`` / ``Windows`` / ``nms``: the same for candidates of different sizes as flat window
+  lists (what the region strategies use), with the windows that may be picked given each image's labelled
+  pixels.
 * ``click_cost``: the clicks to outline a region's ground truth: for each connected component of each
   labelled class inside the box, the vertices of its outer contour after Douglas–Peucker simplification
   (``tolerance`` pixels, default 1.0; at least 3), plus one click per component; 0 for an all-background region. A
@@ -24,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Region", "click_cost", "region_scores", "select_regions", "window_grid", "window_sums"]
+__all__ = ["Region", "Windows", "candidate_windows", "click_cost", "minmax", "nms", "region_scores", "select_regions",
+           "window_grid", "window_sums"]
 
 LABELLED_MODES = ("zero", "exclude")
 
@@ -92,30 +96,109 @@ def region_scores(map_N_H_W, size: int, stride: int, labelled_N_H_W=None,
     sums, ys, xs = window_sums(m, size, stride)
     if done is not None and labelled == "exclude":
         sums[window_sums(done, size, stride)[0] > 0] = -np.inf
-    valid = np.isfinite(sums)
-    if valid.any():
-        lo, hi = sums[valid].min(), sums[valid].max()
-        sums[valid] = (sums[valid] - lo) / (hi - lo) if hi > lo else 0.0
-    return sums, ys, xs
+    return minmax(sums.ravel(), np.isfinite(sums.ravel())).reshape(sums.shape), ys, xs
 
 
 def select_regions(scores_N_Y_X, ys, xs, size: int, k: int, iou_max: float = 0.0) -> list[Region]:
     """Up to ``k`` regions, best score first, each with IoU ≤ ``iou_max`` to every kept region of its image
     (greedy non-maximum suppression; ties: lower item, then row, then column). ``-inf`` windows never."""
+    s = np.asarray(scores_N_Y_X, dtype=np.float64)
+    n, i, j = np.unravel_index(np.arange(s.size), s.shape)
+    windows = Windows(n, np.asarray(ys)[i], np.asarray(xs)[j], np.full(s.size, size))
+    return [windows.region(w) for w in nms(windows, s.ravel(), k, iou_max)]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Candidate windows as flat arrays ``[W]``: the item (position among the candidates), the top-left
+    corner and the side of each (square)."""
+
+    item: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+    side: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    def region(self, w: int) -> Region:
+        side = int(self.side[w])
+        return Region(int(self.item[w]), int(self.y[w]), int(self.x[w]), side, side)
+
+    def sums(self, maps) -> np.ndarray:
+        """``[W]`` each window's sum of its image's map (``maps``: one ``[H, W]`` per candidate), from one
+        summed-area table per image."""
+        out = np.zeros(len(self))
+        for n in np.unique(self.item):
+            at = np.flatnonzero(self.item == n)
+            table = np.zeros((maps[n].shape[0] + 1, maps[n].shape[1] + 1))
+            table[1:, 1:] = np.asarray(maps[n], dtype=np.float64).cumsum(0).cumsum(1)
+            y0, x0, side = self.y[at], self.x[at], self.side[at]
+            out[at] = table[y0 + side, x0 + side] - table[y0, x0 + side] - table[y0 + side, x0] + table[y0, x0]
+        return out
+
+
+def candidate_windows(shapes, size: int, stride: int = 0, labelled=None,
+                      mode: str = "exclude") -> tuple[Windows, np.ndarray]:
+    """Every window of every candidate image and which of them may be picked.
+
+    Args:
+        shapes: ``(H, W)`` of each candidate image.
+        size: the window side; an image smaller than it gets one window of its shorter side.
+        stride: grid step (0: half the side).
+        labelled: per image a bool ``[H, W]`` of already labelled pixels (None: none are).
+        mode: ``exclude``: a window holding any labelled pixel may not be picked; ``zero``: only windows
+            with no unlabelled pixel left are barred (their labelled pixels should count 0 in the map).
+
+    Returns:
+        ``(windows, allowed [W] bool)``.
+    """
+    if mode not in LABELLED_MODES:
+        raise ValueError(f"labelled must be one of {', '.join(LABELLED_MODES)}, got {mode!r}")
+    if size < 1:
+        raise ValueError(f"region size must be at least 1 pixel, got {size}")
+    parts = []
+    for n, (h, w) in enumerate(shapes):
+        side = min(size, h, w)
+        step = stride or max(side // 2, 1)
+        ys, xs = window_grid(h, side, step), window_grid(w, side, step)
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        parts.append((np.full(yy.size, n), yy.ravel(), xx.ravel(), np.full(yy.size, side)))
+    windows = Windows(*(np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(4)))
+    if labelled is None:
+        return windows, np.ones(len(windows), bool)
+    done = windows.sums([np.asarray(m, dtype=np.float64) for m in labelled])
+    allowed = done == 0 if mode == "exclude" else done < windows.side.astype(np.float64) ** 2
+    return windows, allowed
+
+
+def minmax(values: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """``values`` scaled to [0, 1] over the allowed ones (all equal: 0); the others ``-inf``."""
+    v = np.asarray(values, dtype=np.float64).copy()
+    ok = np.ones(len(v), bool) if allowed is None else np.asarray(allowed, bool)
+    if ok.any():
+        lo, hi = v[ok].min(), v[ok].max()
+        v[ok] = (v[ok] - lo) / (hi - lo) if hi > lo else 0.0
+    v[~ok] = -np.inf
+    return v
+
+
+def nms(windows: Windows, scores_W, k: int, iou_max: float = 0.0) -> list[int]:
+    """Positions of up to ``k`` windows, best score first, each with IoU ≤ ``iou_max`` to every window
+    already kept in its image (greedy non-maximum suppression; ties keep the earlier window). Windows
+    scoring ``-inf`` or NaN are never kept."""
     if not 0.0 <= iou_max < 1.0:
         raise ValueError(f"iou_max must be in [0, 1), got {iou_max}")
-    s = np.asarray(scores_N_Y_X, dtype=np.float64)
-    order = np.argsort(-s, axis=None, kind="stable")
+    s = np.asarray(scores_W, dtype=np.float64)
     kept: dict[int, list[Region]] = {}
-    out: list[Region] = []
-    for flat in order:
-        if len(out) >= k or not np.isfinite(s.flat[flat]):
+    out: list[int] = []
+    for w in np.argsort(-s, kind="stable"):
+        if len(out) >= k or not np.isfinite(s[w]):
             break
-        n, i, j = np.unravel_index(flat, s.shape)
-        box = Region(int(n), int(ys[i]), int(xs[j]), size, size)
+        box = windows.region(w)
         if all(box.iou(other) <= iou_max for other in kept.get(box.item, [])):
             kept.setdefault(box.item, []).append(box)
-            out.append(box)
+            out.append(int(w))
     return out
 
 

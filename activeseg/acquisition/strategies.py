@@ -60,6 +60,9 @@ Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` build
 - ``entropy_mi``: Nath et al. (2020): α·minmax(entropy) − minmax(mean image MI to the labelled set)/α,
   the entropy of the committee mean (``max_entropy``); ``nath_entropy_mi`` is the same with Eq. 3 as
   written (``nath_entropy``).
+- ``random_regions``, ``entropy_regions``, ``cereals``: region queries (Mackowiak et al. 2018): windows
+  picked uniformly, by accumulated entropy, or by entropy weighed by the predicted annotation cost
+  (``activeseg.acquisition.region_strategy``); the engine picks them with ``Engine.propose_regions``.
 
 The default reduction is ``mean`` because summed scores grow with image size and would favour large
 images in a pool of mixed sizes; ``sum`` is one override away (``get_strategy("bald", reduction="sum")``).
@@ -88,6 +91,7 @@ import torch
 from activeseg.acquisition import batch, mutual_info
 from activeseg.acquisition.heuristics import HEURISTICS
 from activeseg.acquisition.reductions import REDUCTIONS, reduce_map
+from activeseg.acquisition.region_strategy import RegionStrategy
 from activeseg.acquisition.selectors import random_k, top_k
 
 __all__ = ["STRATEGIES", "BatchStrategy", "RandomStrategy", "Strategy", "UncertaintyStrategy", "get_strategy"]
@@ -407,6 +411,9 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "badge": _batch("badge", "badge"),
     "entropy_mi": _batch("entropy_mi", "entropy_mi", base="max_entropy"),
     "nath_entropy_mi": _batch("nath_entropy_mi", "entropy_mi", base="nath_entropy"),
+    "random_regions": functools.partial(RegionStrategy, name="random_regions", base="random"),
+    "entropy_regions": functools.partial(RegionStrategy, name="entropy_regions", base="max_entropy"),
+    "cereals": functools.partial(RegionStrategy, name="cereals", base="max_entropy", cost=True),
 }
 """Strategy factories by name; call with keyword overrides or use ``get_strategy``."""
 
