@@ -202,3 +202,37 @@ def test_every_region_strategy_keeps_the_region_contract(name):
     for r in everything.regions:
         covered[r.item][r.slices()] = True
     assert covered[2].sum() == 9  # the small image: windows of its shorter side (3 × 3), one fits disjointly
+
+
+def test_reports_count_the_budget_in_clicks_or_pixels(nuclei64, tmp_path):
+    from activeseg.report import build_report
+    from activeseg.report.runs import find_runs
+    from activeseg.report.summary import summarize
+    from activeseg.report.tables import to_markdown
+
+    cfg = SimConfig(**{**TINY, "rounds": 2, "reference": False})
+    for name in ("random", "entropy_regions"):
+        for seed in (0, 1):
+            run_simulation(cfg.replace(strategy=name, seed=seed), nuclei64, tmp_path / name / f"seed_{seed}",
+                           progress=False)
+    summary = build_report([tmp_path], tmp_path / "report")
+    assert (tmp_path / "report" / "learning_curve_cost.png").is_file()
+    assert (tmp_path / "report" / "learning_curve_pixels.png").is_file()
+    assert not (tmp_path / "report" / "learning_curve_train_size.png").exists()  # regions are not NoDelete repeats
+    assert summary["endpoint"]["budget"] == "n_annotations"
+    runs = find_runs([tmp_path])
+    with pytest.warns(UserWarning, match="clicks do not overlap"):
+        by_cost = summarize(runs, target=0.01, budget="cost")
+    assert by_cost["endpoint"]["budget"] == "cost"
+    for name, s in by_cost["strategies"].items():
+        for p in s["per_seed"]:
+            run = next(r for r in runs if r.strategy == name and r.seed == p["seed"])
+            assert p["final_budget"] == run.records[-1]["cost"]
+            assert p["annotations_to_target"] == run.records[0]["cost"]  # a target every round reaches
+    text = to_markdown(by_cost)
+    assert "clicks to Dice 0.010" in text and "Clicks to a target" in text and "random's mean clicks" in text
+    assert by_cost["endpoint"]["start"] is None  # two rounds: the seeds' click ranges do not overlap here
+    assert "n/a (no range of clicks that every run covers)" in text
+    assert summarize(runs, target=0.01, budget="labelled_pixels")["endpoint"]["start"] == 4 * 64 * 64
+    with pytest.raises(ValueError, match="budget 'clicks' is not one of"):
+        summarize(runs, budget="clicks")

@@ -6,7 +6,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from activeseg.report.curves import detail_metrics, plot_learning_curves, plot_metric_panels, uses_no_delete
+from activeseg.report.curves import (
+    detail_metrics,
+    plot_learning_curves,
+    plot_metric_panels,
+    records_cost,
+    uses_no_delete,
+)
 from activeseg.report.page import render_page
 from activeseg.report.runs import find_runs
 from activeseg.report.summary import summarize
@@ -21,7 +27,8 @@ def build_report(
     """Compare the strategies of the runs under ``paths`` and write the report into ``out``.
 
     Writes ``learning_curve.png`` (and ``learning_curve_train_size.png`` when NoDelete runs trained on
-    repeats), ``uncertainty_distribution.png`` and ``embedding.png`` (Nath et al. Figs. 12-13, see
+    repeats; ``learning_curve_cost.png`` and ``learning_curve_pixels.png`` when the ledgers record the
+    annotation cost), ``uncertainty_distribution.png`` and ``embedding.png`` (Nath et al. Figs. 12-13, see
     :mod:`activeseg.report.views`; left out when the ledgers or the dataset do not allow them),
     ``summary.md``, ``summary.csv``, ``summary.json`` and ``index.html`` (self-contained: the tables,
     the figures and each run's ``heatmaps/round_*/`` PNGs).
@@ -53,6 +60,10 @@ def build_report(
     if uses_no_delete(finished):  # NoDelete: the same scores against the training set that was used
         extra.append(plot_learning_curves(finished, out / "learning_curve_train_size.png", metric=summary["metric"],
                                           target_fraction=target_fraction, x="train_size"))
+    if records_cost(finished):  # segmentation: the same scores against what the labels cost
+        for x, name in (("cost", "learning_curve_cost.png"), ("labelled_pixels", "learning_curve_pixels.png")):
+            extra.append(plot_learning_curves(finished, out / name, metric=summary["metric"],
+                                              target_fraction=target_fraction, x=x))
     details = detail_metrics(finished)
     if details:  # multi-class, multi-source or nuclei runs: a panel per class, source and instance score
         extra.append(plot_metric_panels(finished, out / "learning_curves_detail.png", details))

@@ -12,14 +12,24 @@ from activeseg.report._figure import new_figure, save_png
 from activeseg.report.runs import Run, group_by_strategy, references_by_seed
 
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "accuracy": "accuracy", "error": "error", "auc": "AUC"}
-X_AXES = {"n_annotations": "annotations (labelled items)",
-          "train_size": "training-set size (NoDelete repeats counted)"}
+X_AXES = {"n_annotations": "annotations (labelled items and regions)",
+          "train_size": "training-set size (NoDelete repeats counted)",
+          "cost": "annotation cost (clicks to outline the labels)",
+          "labelled_pixels": "labelled pixels"}
+AGAINST = {"n_annotations": "annotations", "train_size": "training-set size", "cost": "annotation cost",
+           "labelled_pixels": "labelled pixels"}
 
 
 def uses_no_delete(runs: Sequence[Run]) -> bool:
-    """Whether any round trained on repeats (NoDelete re-picked a labelled item)."""
+    """Whether any round trained on repeats (NoDelete re-picked a labelled item; region runs aside, whose
+    annotations count regions)."""
     return any(rec.get("train_size", rec["n_annotations"]) != rec["n_annotations"] for run in runs
-               for rec in run.records)
+               for rec in run.records if not rec.get("n_regions"))
+
+
+def records_cost(runs: Sequence[Run]) -> bool:
+    """Whether every round of the runs records its annotation cost (segmentation runs since 2026-12-07)."""
+    return bool(runs) and all("cost" in rec for run in runs for rec in run.records)
 
 
 def curve_matrix(
@@ -28,14 +38,14 @@ def curve_matrix(
     """One row per run, one column per round number, NaN where a run has no such round.
 
     Rounds are aligned by their number. The x value of a round is the mean of the runs' ``x`` at that
-    round: ``n_annotations`` (identical across seeds unless NoDelete re-picks items) or ``train_size``
-    (the training set with NoDelete repeats).
+    round: ``n_annotations`` (identical across seeds unless NoDelete re-picks items), ``train_size``
+    (the training set with NoDelete repeats), ``cost`` (clicks) or ``labelled_pixels``.
 
     Args:
         runs: runs to stack, usually the seeds of one strategy.
         metric: a key of the records' metric dicts (``dice``, ``iou``, ``sensitivity``, ...).
         split: ``"test"`` or ``"val"``.
-        x: ``n_annotations`` or ``train_size``.
+        x: a key of ``X_AXES``.
 
     Returns:
         ``(x_R, values_S_R)`` with ``S = len(runs)`` and ``R`` the distinct round numbers.
@@ -107,8 +117,7 @@ def plot_learning_curves(
     name = f"{split} {METRIC_LABELS.get(metric, metric)}"
     ax.set_xlabel(X_AXES[x])
     ax.set_ylabel(name)
-    against = "annotations" if x == "n_annotations" else "training-set size"
-    ax.set_title(f"{name} vs {against} (mean, {level:.0%} band over seeds)")
+    ax.set_title(f"{name} vs {AGAINST[x]} (mean, {level:.0%} band over seeds)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", loc="lower right")

@@ -58,14 +58,26 @@ def target_specs(target_fraction: float = 0.95, target: float | None = None,
     return [{"fraction": f, "target": None} for f in fractions]
 
 
+BUDGETS = {"n_annotations": "annotations", "cost": "clicks", "labelled_pixels": "labelled pixels"}
+"""What a budget can count (the records' key -> its name in tables)."""
+
+
+def _budget(rec: dict, budget: str, run: Run) -> float:
+    if budget not in rec:
+        raise ValueError(f"{run.run_dir}: round {rec['round']} records no {budget!r} (runs before 2026-12-07 and "
+                         "classification runs record annotations only); use budget='n_annotations'")
+    return rec[budget]
+
+
 def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice", target: float | None = None,
                  aulc_range: tuple[float, float] | None = None,
-                 extra_fractions: Sequence[float] = EXTRA_FRACTIONS) -> dict:
-    """One seed's final test ``metric``, AULC (linear and, over ``aulc_range``, log2) and annotations to
+                 extra_fractions: Sequence[float] = EXTRA_FRACTIONS, budget: str = "n_annotations") -> dict:
+    """One seed's final test ``metric``, AULC (linear and, over ``aulc_range``, log2) and the budget to
     each target (:func:`target_specs`; a fraction of the seed's own full-pool reference, or absolute),
-    reached where the smoothed curve stays above it (:func:`annotations_to_stable_target`)."""
+    reached where the smoothed curve stays above it (:func:`annotations_to_stable_target`). ``budget``: the
+    records' key the budget is read from (``BUDGETS``: annotations, clicks or labelled pixels)."""
     records = _rounds(run)
-    n_annotations_R = [rec["n_annotations"] for rec in records]
+    n_annotations_R = [_budget(rec, budget, run) for rec in records]
     score_R = [np.nan if rec["test"][metric] is None else rec["test"][metric] for rec in records]
     ref = _num((run.reference or {}).get(f"test_{metric}"))
     targets = []
@@ -78,7 +90,8 @@ def seed_summary(run: Run, target_fraction: float = 0.95, metric: str = "dice", 
     return {
         "seed": run.seed,
         "rounds": len(records),
-        "final_n_annotations": int(n_annotations_R[-1]),
+        "final_n_annotations": int(records[-1]["n_annotations"]),
+        "final_budget": _num(n_annotations_R[-1]),
         f"final_test_{metric}": _num(score_R[-1]),
         "aulc": _num(area_under_curve(n_annotations_R, score_R)),
         "aulc_log2": None if aulc_range is None else _num(st.aulc_log2(n_annotations_R, score_R, *aulc_range)),
@@ -170,12 +183,12 @@ def strategy_summary(
     group: Sequence[Run], baseline: Sequence[Run] | None, target_fraction: float = 0.95, metric: str = "dice",
     target: float | None = None, *, aulc_range: tuple[float, float] | None = None,
     extra_fractions: Sequence[float] = EXTRA_FRACTIONS, delta: float = DELTA, n_resamples: int = st.N_RESAMPLES,
-    seed: int = 0,
+    seed: int = 0, budget: str = "n_annotations",
 ) -> dict:
     """Per-seed numbers of one strategy, their mean/sd over seeds, and (with a ``baseline``) the
     seed-paired comparison of AULC(log2) (:func:`activeseg.statistics.paired_comparison`; ``p_holm`` is
     filled in by :func:`summarize`) and the efficiency at each target."""
-    args = (target_fraction, metric, target, aulc_range, extra_fractions)
+    args = (target_fraction, metric, target, aulc_range, extra_fractions, budget)
     per_seed = [seed_summary(run, *args) for run in group]
     base = None if baseline is None else {p["seed"]: p for p in (seed_summary(r, *args) for r in baseline)}
     comparison = None
@@ -211,11 +224,13 @@ def strategy_summary(
 
 
 def random_check(group: Sequence[Run], metric: str = "dice", aulc_range: tuple[float, float] | None = None,
-                 delta: float = DELTA, n_resamples: int = st.N_RESAMPLES, seed: int = 0) -> dict:
+                 delta: float = DELTA, n_resamples: int = st.N_RESAMPLES, seed: int = 0,
+                 budget: str = "n_annotations") -> dict:
     """The false-positive check: random's sorted seeds split into two disjoint halves
     (:func:`activeseg.statistics.disjoint_halves`), compared like a strategy with random; ``comparison``
     None and a ``note`` with fewer than 4 seeds."""
-    aulc = {run.seed: seed_summary(run, metric=metric, aulc_range=aulc_range)["aulc_log2"] for run in group}
+    aulc = {run.seed: seed_summary(run, metric=metric, aulc_range=aulc_range, budget=budget)["aulc_log2"]
+            for run in group}
     halves = st.disjoint_halves(list(aulc))
     name = group[0].name
     row = {"name": f"{name} vs {name} (check)", "baseline": name, "seeds": sorted(aulc),
@@ -230,15 +245,21 @@ def random_check(group: Sequence[Run], metric: str = "dice", aulc_range: tuple[f
 
 
 def aulc_budgets(runs: Sequence[Run], aulc_end: float | None = None,
-                 aulc_start: float | None = None) -> tuple[float, float] | None:
-    """The AULC(log2) range: ``aulc_start`` (default: the smallest first positive budget of any run) to
+                 aulc_start: float | None = None, budget: str = "n_annotations") -> tuple[float, float] | None:
+    """The AULC(log2) range: ``aulc_start`` (default: the largest first positive budget of any run: the same
+    for every run when the budget counts annotations, since their initial sets are equal in size; with clicks
+    or pixels, so that every run covers it) to
     ``aulc_end`` (default: the largest budget every run reached, so every run covers it); None when no run
     has a positive budget."""
-    budgets = [[rec["n_annotations"] for rec in run.records if rec["n_annotations"] > 0] for run in runs]
+    budgets = [[b for b in (_budget(rec, budget, run) for rec in run.records) if b > 0] for run in runs]
     budgets = [b for b in budgets if b]
-    start = aulc_start if aulc_start is not None else min((min(b) for b in budgets), default=None)
+    start = aulc_start if aulc_start is not None else max((min(b) for b in budgets), default=None)
     end = aulc_end if aulc_end is not None else min((max(b) for b in budgets), default=None)
     if start is None or end is None:
+        return None
+    if aulc_start is None and aulc_end is None and start > end:
+        warnings.warn(f"the runs' {BUDGETS[budget]} do not overlap (the latest start {start:g} is past the earliest "
+                      f"end {end:g}): no AULC; run more rounds or pass aulc_start and aulc_end", stacklevel=2)
         return None
     if not 0 < start <= end:
         raise ValueError(f"the AULC range must satisfy 0 < start <= end, got start {start} and end {end}; "
@@ -264,7 +285,7 @@ def reference_summary(runs: Sequence[Run], metric: str = "dice") -> dict | None:
 def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float | None = None, *,
               aulc_end: int | None = None, aulc_start: int | None = None,
               extra_fractions: Sequence[float] = EXTRA_FRACTIONS, delta: float = DELTA,
-              n_resamples: int = st.N_RESAMPLES, seed: int = 0) -> dict:
+              n_resamples: int = st.N_RESAMPLES, seed: int = 0, budget: str = "n_annotations") -> dict:
     """Compare the strategies of ``runs`` with ``random`` (of the same sweep group), seed by seed.
 
     The primary endpoint, fixed before the results are looked at, is each seed's AULC on a log2-budget
@@ -279,11 +300,13 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float 
             (``extra_fractions`` add secondary ones)...
         target: ...or this absolute test score (Dice, or accuracy: 0.95 is an error rate of 5%).
         aulc_end: the AULC's last budget; default the largest budget every run of the report reached.
-        aulc_start: its first budget; default the smallest first budget of any run.
+        aulc_start: its first budget; default the largest first budget of any run.
         extra_fractions: secondary targets (fractions of the reference), ignored with ``target``.
         delta: the AULC difference the seeds-needed calculation is for.
         n_resamples: bootstrap resamples of seeds for every CI.
         seed: the bootstrap's seed.
+        budget: what a budget counts (``BUDGETS``): ``n_annotations`` (labelled items and regions), ``cost``
+            (clicks to outline the labels) or ``labelled_pixels``; the AULC axis and the targets use it.
 
     Returns:
         ``{"metric", "target_fraction", "target", "targets", "endpoint", "reference",
@@ -305,7 +328,9 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float 
         )
     metric = next(iter(metrics.values()))
     groups = group_by_strategy(finished)
-    budgets = aulc_budgets(finished, aulc_end, aulc_start)
+    if budget not in BUDGETS:
+        raise ValueError(f"budget {budget!r} is not one of {', '.join(BUDGETS)}")
+    budgets = aulc_budgets(finished, aulc_end, aulc_start, budget)
 
     def baseline_of(name: str, group: list[Run]) -> list[Run] | None:
         """Random runs of the same sweep group (None for random itself)."""
@@ -313,7 +338,7 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float 
         return None if name == base else groups.get(base)
 
     opts = {"aulc_range": budgets, "extra_fractions": extra_fractions, "delta": delta, "n_resamples": n_resamples,
-            "seed": seed}
+            "seed": seed, "budget": budget}
     strategies = {name: strategy_summary(group, baseline_of(name, group), target_fraction, metric, target, **opts)
                   for name, group in groups.items()}
     family = [name for name, s in strategies.items() if s["comparison"] is not None]
@@ -323,7 +348,7 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float 
                  if p["aulc_log2"] is None]
     if budgets is not None and uncovered:
         warnings.warn(f"{', '.join(uncovered)} do(es) not cover the AULC range {budgets[0]:g}-{budgets[1]:g} "
-                      "annotations; left out of the paired comparison", stacklevel=2)
+                      f"{BUDGETS[budget]}; left out of the paired comparison", stacklevel=2)
     reference = reference_summary(finished, metric)
     ref = reference or {}
     return {
@@ -333,13 +358,13 @@ def summarize(runs: Sequence[Run], target_fraction: float = 0.95, target: float 
         "targets": [{**spec, "reference_mean": ref.get(f"test_{metric}_mean"),
                      "reference_sd": ref.get(f"test_{metric}_sd"), "reference_seeds": len(ref.get("per_seed", []))}
                     for spec in target_specs(target_fraction, target, extra_fractions)],
-        "endpoint": {"name": "aulc_log2", "start": None if budgets is None else budgets[0],
+        "endpoint": {"name": "aulc_log2", "budget": budget, "start": None if budgets is None else budgets[0],
                      "end": None if budgets is None else budgets[1], "end_is_default": aulc_end is None,
                      "start_is_default": aulc_start is None, "primary_test": "paired t-test", "holm_family": family,
                      "delta": delta, "n_resamples": n_resamples, "level": LEVEL, "bootstrap_seed": seed},
         "reference": reference,
         "strategies": strategies,
-        "checks": [random_check(group, metric, budgets, delta, n_resamples, seed)
+        "checks": [random_check(group, metric, budgets, delta, n_resamples, seed, budget)
                    for group in groups.values() if group[0].strategy == BASELINE],
         "runs": [
             {"strategy": run.strategy, "group": run.group, "seed": run.seed, "rounds": len(run.records),

@@ -81,6 +81,13 @@ def _target(s: dict, t: int = 0, each_seed: bool = True) -> str:
     return f"{head} [{', '.join(per_seed)}]"
 
 
+def budget_name(summary: dict) -> str:
+    """What the report's budgets count: ``annotations``, ``clicks`` or ``labelled pixels``."""
+    from activeseg.report.summary import BUDGETS
+
+    return BUDGETS[(summary.get("endpoint") or {}).get("budget", "n_annotations")]
+
+
 def target_name(summary: dict, t: int = 0) -> str:
     """``"95% of full pool"``, ``"Dice 0.850"`` or ``"error 5.0%"`` (an absolute accuracy target)."""
     spec = summary["targets"][t] if "targets" in summary else {"fraction": summary["target_fraction"],
@@ -107,7 +114,7 @@ def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Header and one row per strategy, then one random-vs-random check row per random baseline."""
     metric, label = summary.get("metric", "dice"), _label(summary)
     header = ["strategy", "seeds", f"final test {label}", f"AULC log2 (test {label})", "Δ AULC vs random [95% CI]",
-              "paired t p", "Wilcoxon p (seeds)", "Holm p", f"annotations to {target_name(summary)} "
+              "paired t p", "Wilcoxon p (seeds)", "Holm p", f"{budget_name(summary)} to {target_name(summary)} "
               f"({reference_cell(summary)})", "efficiency vs random [95% CI]",
               f"per-{UNITS[metric][0]} Wilcoxon, not independent"]
     rows, baselines = [], {check["baseline"] for check in summary.get("checks", [])}
@@ -128,7 +135,7 @@ def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 def targets_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Every target (primary and secondary) × strategy: annotations to it and the efficiency vs random."""
-    header = ["strategy", "target", "full-pool reference", "annotations (reached/seeds) [each seed]",
+    header = ["strategy", "target", "full-pool reference", f"{budget_name(summary)} (reached/seeds) [each seed]",
               "efficiency vs random [95% CI]"]
     rows = [[name, target_name(summary, t), reference_cell(summary, t), _target(s, t),
              _efficiency(s["targets"][t]["efficiency"])]
@@ -176,14 +183,14 @@ def _power_note(name: str, c: dict) -> str:
 def notes(summary: dict) -> list[str]:
     """Sentences that say how the main table's columns were computed, and the power of the comparison."""
     label, (unit, units) = _label(summary), UNITS[summary.get("metric", "dice")]
-    end = summary.get("endpoint") or {}
+    end, spent = summary.get("endpoint") or {}, budget_name(summary)
     if end.get("start") is None:
-        endpoint = "Primary endpoint AULC log2: n/a (no round with a positive budget)."
+        endpoint = f"Primary endpoint AULC log2: n/a (no range of {spent} that every run covers)."
     else:
         source = ("the largest budget every run of this report reached" if end["end_is_default"]
                   else "given in advance")
-        endpoint = (f"Primary endpoint, fixed in advance: each seed's AULC of test {label} on a log2(annotations) "
-                    f"axis from {end['start']:g} to {end['end']:g} annotations (end: {source}), divided by "
+        endpoint = (f"Primary endpoint, fixed in advance: each seed's AULC of test {label} on a log2({spent}) "
+                    f"axis from {end['start']:g} to {end['end']:g} {spent} (end: {source}), divided by "
                     f"log2({end['end']:g}/{end['start']:g}): the curve's mean height; runs not covering that range "
                     "are left out of the pairs.")
     out = [
@@ -203,11 +210,11 @@ def notes(summary: dict) -> list[str]:
                "per-seed AULC differences; smallest detectable difference 2.8·σ_d/√n.")
     targets = [f"{target_name(summary, t)} ({reference_cell(summary, t)})" for t in range(len(summary["targets"]))]
     out.append(
-        f"Annotations to a target ({'; '.join(targets)}): the first budget after which the seed's test {label} "
-        "curve, smoothed by a centred 3-point moving average, stays at or above it (a fraction of that seed's "
+        f"{spent.capitalize()} to a target ({'; '.join(targets)}): the first budget after which the seed's test "
+        f"{label} curve, smoothed by a centred 3-point moving average, stays at or above it (a fraction of that seed's "
         "full-pool reference); mean over the seeds that reached it (reached/seeds with a target; each seed in "
         "the table of every target). "
-        "Efficiency vs random: random's mean annotations / the strategy's over the seeds where both reached "
+        f"Efficiency vs random: random's mean {spent} / the strategy's over the seeds where both reached "
         "it, with a bootstrap CI over those seeds.")
     if summary["targets"][0]["fraction"] is not None and summary["reference"] is None:
         out.append("The full-pool reference was not computed, so the targets are n/a "
