@@ -305,6 +305,22 @@ class Engine:
         return RegionSelection(pick, None if fit is None else fit.source,
                                {"score": t1 - t0, "select": time.perf_counter() - t1})
 
+    def pseudo_labels(self, model: nn.Module, images, seed: int, threshold: float, device: str = "cpu",
+                      ignore_index: int = 255) -> list[np.ndarray]:
+        """The model's labels where it is confident: per image ``[*S]`` the argmax of the mean prediction
+        where its entropy (nats) is below ``threshold``, ``ignore_index`` elsewhere; for classification per
+        item the class, or ``ignore_index`` when not confident (CEAL's pseudo-labels)."""
+        from activeseg.acquisition.heuristics import max_entropy
+
+        estimator = self.estimator(seed)
+        images = self._batchable(model, images)
+        out: list[np.ndarray] = []
+        for probs in self._for_input(model, images, estimator).batches(model, images, device):
+            label = probs.mean(1).argmax(1)
+            label[max_entropy(probs) >= threshold] = ignore_index
+            out.extend(label.numpy())
+        return out
+
     def maps(self, model: nn.Module, images, seed: int, device: str = "cpu"):
         """``(mean class probabilities [N, C, *S], uncertainty map [N, *S])`` of the images, for heatmaps; lists
         of ``[C, *S]`` and ``[*S]`` for a list of differently sized images."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activeseg import annotation, records
+from activeseg import annotation, pseudo, records
 from activeseg.config import SimConfig, saved_config_defaults, unread_settings
 from activeseg.data import ImageDataset, Pool, make_split
 from activeseg.engine import Engine, round_seed
@@ -149,10 +149,16 @@ def _round(engine: Engine, dataset: ImageDataset, split, pool: Pool, round_: int
     cfg = engine.cfg
     seed = round_seed(cfg.seed, round_)
     regions = getattr(engine.strategy, "unit", "image") == "region"
+    makes_pseudo = getattr(engine.strategy, "pseudo_labels", False)
     t0 = time.perf_counter()
+    train_idx = pool.training_dataset_idx()
     targets = pool.training_targets(dataset.targets, cfg.ignore_index) if pool.partial else None
-    model, fitres = engine.fit(dataset, pool.training_dataset_idx(), split.val, seed, device,
-                               state if cfg.warm_start else None, targets)
+    made = pseudo.load(run_dir, round_) if makes_pseudo else None
+    if made is not None and len(made[0]):  # CEAL: the previous round's confident pseudo-labels train too
+        targets = np.concatenate([dataset.targets[train_idx] if targets is None else targets, made[1]])
+        train_idx = np.concatenate([train_idx, made[0]])
+    model, fitres = engine.fit(dataset, train_idx, split.val, seed, device, state if cfg.warm_start else None,
+                               targets)
     t1 = time.perf_counter()
     val_items, val = engine.evaluate(model, dataset, split.val, seed, device)
     test_items, test = engine.evaluate(model, dataset, split.test, seed, device)
@@ -161,6 +167,7 @@ def _round(engine: Engine, dataset: ImageDataset, split, pool: Pool, round_: int
     t2 = time.perf_counter()
     selected: list[dict] = []
     seconds = {"score": 0.0, "select": 0.0}
+    extra: dict = {}
     candidates = _candidates(cfg, pool, seed, regions)
     if round_ < cfg.rounds and len(candidates) and regions:
         selected, seconds = annotation.propose_regions(engine, model, dataset, pool, candidates,
@@ -179,6 +186,10 @@ def _round(engine: Engine, dataset: ImageDataset, split, pool: Pool, round_: int
         if dataset.task == "segmentation":
             _save_heatmaps(engine, model, dataset, picked_dataset_idx, seed,
                            run_dir / "heatmaps" / f"round_{round_:02d}", device)
+        if makes_pseudo:  # for the next round; labelled items and this round's picks are not pseudo-labelled
+            rest = np.setdiff1d(cand_dataset_idx, np.concatenate([pool.dataset_idx[pool.labeled], picked_dataset_idx]))
+            *made, extra["pseudo"] = pseudo.make(engine, model, dataset, rest, round_, seed, device, cfg.ignore_index)
+            pseudo.save(run_dir, round_ + 1, *made)
     record = {
         "round": round_,
         "strategy": cfg.strategy,
@@ -193,6 +204,7 @@ def _round(engine: Engine, dataset: ImageDataset, split, pool: Pool, round_: int
         **({"val_per_item": _as_list(val_items), "test_per_item": _as_list(test_items)}
            if cfg.save_per_item else {}),
         "selected": selected,
+        **extra,
         "seconds": {"train": round(t1 - t0, 3), "evaluate": round(t2 - t1, 3), "score": round(seconds["score"], 3),
                     "select": round(seconds["select"], 4)},
         "best_step": fitres.best_step,

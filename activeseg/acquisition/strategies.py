@@ -63,6 +63,9 @@ Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` build
 - ``random_regions``, ``entropy_regions``, ``cereals``: region queries (Mackowiak et al. 2018): windows
   picked uniformly, by accumulated entropy, or by entropy weighed by the predicted annotation cost
   (``activeseg.acquisition.region_strategy``); the engine picks them with ``Engine.propose_regions``.
+- ``ceal``: CEAL (Wang et al. 2016; Gorriz et al. 2017): the top-k by ``max_entropy`` for the oracle
+  (optionally a share of missed-foreground and random picks) and confident pseudo-labels for the next
+  round's training (``activeseg.acquisition.ceal``).
 
 The default reduction is ``mean`` because summed scores grow with image size and would favour large
 images in a pool of mixed sizes; ``sum`` is one override away (``get_strategy("bald", reduction="sum")``).
@@ -89,6 +92,7 @@ import numpy as np
 import torch
 
 from activeseg.acquisition import batch, mutual_info
+from activeseg.acquisition.ceal import CealStrategy
 from activeseg.acquisition.heuristics import HEURISTICS
 from activeseg.acquisition.reductions import REDUCTIONS, reduce_map
 from activeseg.acquisition.region_strategy import RegionStrategy
@@ -414,6 +418,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "random_regions": functools.partial(RegionStrategy, name="random_regions", base="random"),
     "entropy_regions": functools.partial(RegionStrategy, name="entropy_regions", base="max_entropy"),
     "cereals": functools.partial(RegionStrategy, name="cereals", base="max_entropy", cost=True),
+    "ceal": functools.partial(CealStrategy, name="ceal"),
 }
 """Strategy factories by name; call with keyword overrides or use ``get_strategy``."""
 
