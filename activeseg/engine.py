@@ -264,6 +264,8 @@ class Engine:
         scores, summaries, means = score_and_summarize(model, candidates, strategy, estimator, device,
                                                        summarize="probs" in needs, measures=measures)
         extras = {**self._extras(model, candidates, labelled, needs, device), **pixels}
+        if "device" in needs:  # strategies that train networks of their own (vaal)
+            extras["device"] = device
         if summaries is not None:
             extras["probs"] = summaries
         t1 = time.perf_counter()

@@ -98,9 +98,9 @@ class CealStrategy:
     def select(self, scores_N: np.ndarray, k: int, rng: np.random.Generator, extras=None) -> np.ndarray:
         """``min(k, N)`` positions: the most uncertain first, then the missed, then the random ones."""
         n = len(scores_N)
+        if k < 1:
+            raise ValueError(f"k must be a positive number of items, got {k}")
         k = min(int(k), n)
-        if k < 0:
-            raise ValueError(f"k must be ≥ 0, got {k}")
         n_missed, n_random = round(self.missed * k), round(self.random * k)
         n_missed = min(n_missed, k - n_random)
         picked = list(top_k(scores_N, k - n_missed - n_random))

@@ -26,7 +26,8 @@ The engine depends only on this protocol, never on concrete classes::
   ``"descriptors"`` (``[N, D]`` encoder descriptors of the candidates), ``"labeled_descriptors"`` (of
   the labelled items), ``"embedding"`` (BADGE gradient embeddings), ``"probs"`` (per-sample
   probabilities ``[N, K, C]`` from ``summarize``), ``"images"`` / ``"train_images"`` (the candidate
-  and labelled images). Empty for the score-only strategies.
+  and labelled images), ``"device"`` (where the strategy may train networks of its own). Empty for the
+  score-only strategies.
 - ``needs_scores``: False when ``select`` ignores the MC-dropout scores (core-set, BADGE), so the loop
   skips the K passes; ``consistent``: True when the K samples must share dropout masks across items.
 - ``summarize(probs_N_K_C_S)``: the per-sample summary ``[N, K, C]`` that ``"probs"`` in ``needs`` asks for.
@@ -66,6 +67,9 @@ Registered strategies (``STRATEGIES``; ``get_strategy(name, **overrides)`` build
 - ``ceal``: CEAL (Wang et al. 2016; Gorriz et al. 2017): the top-k by ``max_entropy`` for the oracle
   (optionally a share of missed-foreground and random picks) and confident pseudo-labels for the next
   round's training (``activeseg.acquisition.ceal``).
+- ``vaal``: VAAL (Sinha et al. 2019): a VAE and a discriminator on its latent means trained on labelled and
+  unlabelled images each round; the candidates the discriminator is surest are unlabelled
+  (``activeseg.acquisition.vaal``). Needs no MC passes.
 
 The default reduction is ``mean`` because summed scores grow with image size and would favour large
 images in a pool of mixed sizes; ``sum`` is one override away (``get_strategy("bald", reduction="sum")``).
@@ -97,6 +101,7 @@ from activeseg.acquisition.heuristics import HEURISTICS
 from activeseg.acquisition.reductions import REDUCTIONS, reduce_map
 from activeseg.acquisition.region_strategy import RegionStrategy
 from activeseg.acquisition.selectors import random_k, top_k
+from activeseg.acquisition.vaal import VaalStrategy
 
 __all__ = ["STRATEGIES", "BatchStrategy", "RandomStrategy", "Strategy", "UncertaintyStrategy", "get_strategy"]
 
@@ -419,6 +424,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "entropy_regions": functools.partial(RegionStrategy, name="entropy_regions", base="max_entropy"),
     "cereals": functools.partial(RegionStrategy, name="cereals", base="max_entropy", cost=True),
     "ceal": functools.partial(CealStrategy, name="ceal"),
+    "vaal": VaalStrategy,
 }
 """Strategy factories by name; call with keyword overrides or use ``get_strategy``."""
 
