@@ -72,7 +72,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ValueError("give --target (a score) or --target-error (an error rate), not both")
     if error is not None:
         target = 1.0 - error
-    build_report(args.paths, args.out, target_fraction=getattr(args, "target_fraction", 0.95), target=target)
+    build_report(args.paths, args.out, target_fraction=getattr(args, "target_fraction", 0.95), target=target,
+                 budget=getattr(args, "budget", "n_annotations"))
     if not args.quiet:
         print((Path(args.out) / "summary.md").read_text())
         print(f"report written to {Path(args.out) / 'index.html'}")
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, help="...or to reach this absolute test score (Dice or accuracy)")
     p.add_argument("--target-error", type=float, help="...or (classification) to reach this test error rate, "
                    "e.g. 0.05 as in Gal et al.'s Table 1")
+    p.add_argument("--budget", choices=("n_annotations", "cost", "labelled_pixels"), default="n_annotations",
+                   help="what the AULC axis and the targets count: annotations (items and regions), cost (clicks "
+                   "to outline the labels) or labelled pixels")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
 

@@ -1,5 +1,7 @@
 """Region queries end to end: partial labels in the pool, the cost model, region strategies in the loop."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -168,8 +170,6 @@ def test_whole_image_runs_record_their_click_cost_and_regions_refuse_no_delete(n
 
 
 def _initial(run_dir):
-    import json
-
     return json.loads((run_dir / "split.json").read_text())["initial_dataset_idx"]
 
 
@@ -236,3 +236,9 @@ def test_reports_count_the_budget_in_clicks_or_pixels(nuclei64, tmp_path):
     assert summarize(runs, target=0.01, budget="labelled_pixels")["endpoint"]["start"] == 4 * 64 * 64
     with pytest.raises(ValueError, match="budget 'clicks' is not one of"):
         summarize(runs, budget="clicks")
+    from activeseg.cli import main
+
+    assert main(["report", str(tmp_path / "random"), str(tmp_path / "entropy_regions"), "--out",
+                 str(tmp_path / "by_pixels"), "--budget", "labelled_pixels", "--target", "0.01", "--quiet"]) == 0
+    saved = json.loads((tmp_path / "by_pixels" / "summary.json").read_text())
+    assert saved["endpoint"]["budget"] == "labelled_pixels" and saved["endpoint"]["start"] == 4 * 64 * 64

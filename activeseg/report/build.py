@@ -22,7 +22,7 @@ from activeseg.report.views import plot_embedding, plot_uncertainty_distribution
 
 def build_report(
     paths: Sequence[str | Path] | str | Path, out: str | Path, target_fraction: float = 0.95,
-    target: float | None = None, host: str | None = None,
+    target: float | None = None, host: str | None = None, budget: str = "n_annotations",
 ) -> dict:
     """Compare the strategies of the runs under ``paths`` and write the report into ``out``.
 
@@ -40,6 +40,7 @@ def build_report(
         target: ...or this absolute test score (Dice; accuracy for classification).
         host: the machine the runs ran on (CPU, its features, measured matmul peaks), for a benchmark's
             report: the first line of ``summary.md`` and ``host`` in ``summary.json``.
+        budget: what the AULC axis and the targets count (``activeseg.report.summary.BUDGETS``).
 
     Returns:
         The summary, as written to ``summary.json`` (see :func:`activeseg.report.summary.summarize`).
@@ -48,7 +49,7 @@ def build_report(
         FileNotFoundError: if a path does not exist or holds no run.
     """
     runs = find_runs(paths)
-    summary = summarize(runs, target_fraction, target)
+    summary = summarize(runs, target_fraction, target, budget=budget)
     if host:
         summary["host"] = host
     out = Path(out)
