@@ -96,10 +96,13 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     cfg = _config(args)
     rows = suggest(args.images, args.masks, args.out, k=args.k, cfg=cfg, quiet=args.quiet)
     if not args.quiet:
-        print(f"ranked {len(rows)} unlabelled image(s); label these next:")
+        what = "region(s)" if rows and "y" in rows[0] else "unlabelled image(s)"
+        print(f"ranked {len(rows)} {what}; label these next:")
         for row in rows[: args.k]:
-            print(f"  {row['rank']:>3}  {row['file']}  score {row['score']:.4g}")
-        print(f"written: {Path(args.out) / 'suggestions.csv'}, heatmaps in {Path(args.out) / 'heatmaps'}")
+            box = f" y={row['y']} x={row['x']} {row['h']}×{row['w']}" if "y" in row else ""
+            print(f"  {row['rank']:>3}  {row['file']}{box}  score {row['score']:.4g}")
+        table = "regions.csv" if rows and "y" in rows[0] else "suggestions.csv"
+        print(f"written: {Path(args.out) / table}, heatmaps in {Path(args.out) / 'heatmaps'}")
     return 0
 
 

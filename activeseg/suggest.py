@@ -1,6 +1,7 @@
 """The human loop: train on the images that have masks, rank the ones that do not.
 
-Writes into ``out``: ``suggestions.csv`` (every unlabelled image, most worth labelling first: file, score,
+Region strategies rank windows instead (:mod:`activeseg.suggest_regions`: ``regions.csv``). Otherwise
+writes into ``out``: ``suggestions.csv`` (every unlabelled image, most worth labelling first: file, score,
 rank and the image's mean entropy, BALD, variation ratio and foreground std, all from the same MC passes),
 ``heatmaps/<rank>_<name>.png`` for the top ``k`` (image, prediction, uncertainty), ``model.pt`` (the
 trained weights, a state_dict) and ``config.json``.
@@ -20,6 +21,7 @@ from activeseg.data.dataset import ImageDataset
 from activeseg.data.folder import DatasetError, read_folder, tile_images
 from activeseg.engine import Engine, round_seed
 from activeseg.scoring import pick_device
+from activeseg.suggest_regions import suggest_regions
 
 MEASURES = ("max_entropy", "bald", "variation_ratio", "std")  # per-image columns of suggestions.csv
 
@@ -52,8 +54,6 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
     """
     import torch
 
-    from activeseg.report.heatmaps import save_item_overlay
-
     cfg = cfg or SimConfig()
     engine = Engine(cfg)
     data = read_folder(images_dir, masks_dir, require_masks=False, classes=cfg.classes,
@@ -65,19 +65,39 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
             f"no image in {images_dir} has a mask in {masks_dir}; label at least one image "
             "(a mask with the image's file stem) so the model has something to learn from"
         )
-    if not unlabeled:
+    regions = getattr(engine.strategy, "unit", "image") == "region"
+    if not unlabeled and not regions:
         raise DatasetError(f"every image in {images_dir} already has a mask; there is nothing to suggest")
     device = pick_device(cfg.device)
     t0 = time.perf_counter()
     seed = round_seed(cfg.seed, 1)
     model, fitres = _train(engine, data, labeled, seed, device, quiet)
+    out = Path(out)
+    if regions:  # windows of the images, partly labelled ones included (regions.csv)
+        if not quiet:
+            print(f"activeseg: scoring the regions of {len(data.images)} image(s) with {cfg.strategy}")
+        rows = suggest_regions(engine, model, data, masks_dir, out, k, seed, device)
+    else:
+        rows = _suggest_images(engine, model, data, labeled, unlabeled, out, k, seed, device, quiet)
+    torch.save(model.state_dict(), out / "model.pt")
+    meta = {**json.loads(cfg.to_json()), "labeled_images": len(labeled), "unlabeled_images": len(unlabeled),
+            "best_val_dice": fitres.best_val, "seconds": round(time.perf_counter() - t0, 2)}
+    (out / "config.json").write_text(json.dumps(meta, indent=1))
+    return rows
+
+
+def _suggest_images(engine: Engine, model, data, labeled, unlabeled, out: Path, k: int, seed: int, device: str,
+                    quiet: bool) -> list[dict]:
+    """Rank the unlabelled images; write ``suggestions.csv`` and the top ``k`` heatmaps."""
+    from activeseg.report.heatmaps import save_item_overlay
+
+    cfg = engine.cfg
     if not quiet:
         print(f"activeseg: scoring {len(unlabeled)} unlabelled image(s) with {cfg.strategy}")
     order, sel = rank_unlabelled(engine, model, data, labeled, unlabeled, k, seed, device, measures=MEASURES)
     rows = [{"file": data.paths[unlabeled[j]].name, "score": float(sel.scores[j]), "rank": rank,
              **{f"mean_{name}": round(float(v[j]), 6) for name, v in sel.measures.items()}}
             for rank, j in enumerate(order, start=1)]
-    out = Path(out)
     top = [unlabeled[j] for j in order[:k]]
     probs, maps = engine.maps(model, [data.images[i] for i in top], seed, device)
     (out / "heatmaps").mkdir(parents=True, exist_ok=True)
@@ -89,10 +109,6 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    torch.save(model.state_dict(), out / "model.pt")
-    meta = {**json.loads(cfg.to_json()), "labeled_images": len(labeled), "unlabeled_images": len(unlabeled),
-            "best_val_dice": fitres.best_val, "seconds": round(time.perf_counter() - t0, 2)}
-    (out / "config.json").write_text(json.dumps(meta, indent=1))
     return rows
 
 

@@ -295,3 +295,28 @@ def test_committee_on_mnist_and_config_errors(tmp_path):
     assert records[1]["n_annotations"] == 25 and 0 <= records[1]["test"]["error"] <= 1
     with pytest.raises(ValueError, match="--test-mc-samples is for MC dropout"):
         run_simulation(cfg.replace(test_mc_samples=5), small, tmp_path / "b", progress=False)
+
+
+def test_function_space_svgd_of_identical_members_is_gradient_ascent_where_confidently_wrong(patches):
+    """Two identical particles (no dropout): the kernel is 1 and there is no repulsion, so both kernels must
+    train each exactly as gradient ascent on the log-likelihood. With the head biased so that every pixel is
+    background at p ≈ 1 - 1e-52, every nucleus pixel is confidently wrong: the likelihood's gradient must
+    still reach those pixels
+    (taken w.r.t. the logits, p - y; a gradient w.r.t. clamped softmax outputs is 0 there)."""
+    x, y, vx, vy = patches
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, eval_every=0, augment=False, checkpoint="last",
+                      lr_schedule="constant")
+    trained = []
+    for kernel in ("weight", "function"):
+        members = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            members.append(UNet(in_channels=1, num_classes=2, depth=2, base_filters=4, dropout=0.0))
+            with torch.no_grad():
+                members[-1].head.bias.copy_(torch.tensor([60.0, -60.0]))
+        fit_svgd(members, x, y, vx, vy, cfg, torch.Generator().manual_seed(0), prior_precision=0.0, kernel=kernel)
+        trained.append({k: v for k, v in members[0].state_dict().items()
+                        if "running" not in k and "num_batches" not in k})
+    for k in trained[0]:
+        torch.testing.assert_close(trained[0][k], trained[1][k], rtol=1e-4, atol=1e-6)
+    assert float(trained[1]["head.bias"][1]) > -60.0 + 2e-3  # the foreground bias rose: the CE gradient arrived

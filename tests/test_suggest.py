@@ -93,3 +93,42 @@ def test_suggest_refuses_a_bad_label_before_writing_anything(tmp_path, three_cla
     with pytest.raises(DatasetError, match=f"mask '{bad.name}' holds the value\\(s\\) 7, not a class 0..2"):
         suggest(images, masks, out, k=2, cfg=SimConfig(strategy="bald", **SMALL), quiet=True)
     assert not out.exists()  # nothing written
+
+
+def test_suggest_ranks_regions_of_partly_labelled_images_and_prices_them_from_recorded_times(
+        tmp_path, three_class_folder):
+    from PIL import Image
+
+    from activeseg.data.folder import DatasetError
+
+    images, masks = three_class_folder(tmp_path / "lab", n_labeled=3)
+    partial = sorted(masks.glob("*.png"))[0]
+    mask = np.asarray(Image.open(partial)).copy()
+    mask[:, 50:] = 255  # only the left half of this image is labelled
+    Image.fromarray(mask).save(partial)
+    cfg = SimConfig(**{**SMALL, "strategy": "cereals", "region_size": 32, "region_stride": 16})
+    rows = suggest(images, masks, tmp_path / "out", k=6, cfg=cfg, quiet=True)
+    with open(tmp_path / "out" / "regions.csv") as fh:
+        saved = list(csv.DictReader(fh))
+    assert len(rows) == len(saved) == 6 and [r["rank"] for r in rows] == list(range(1, 7))
+    assert all(r["cost_model"] == "proxy" for r in rows)  # no recorded times yet
+    assert len(list((tmp_path / "out" / "heatmaps").glob("*.png"))) == 6
+    data = read_folder(images, masks, require_masks=False, classes=3)
+    for r in rows:
+        i = [p.name for p in data.paths].index(r["file"])
+        box = (slice(r["y"], r["y"] + r["h"]), slice(r["x"], r["x"] + r["w"]))
+        assert data.masks[i] is None or (data.masks[i][box] == 255).all()  # never over labelled pixels
+    # the annotators' times: the cost model learns from them once there are 10
+    labelled = sorted(p.stem for p in masks.glob("*.png"))
+    lines = ["file,y,x,h,w,seconds"] + [f"{labelled[j % 3]}.tif,{8 * (j % 4)},{8 * (j // 4)},32,32,{10 + 3 * j}"
+                                        for j in range(12)]
+    (masks / "annotation_times.csv").write_text("\n".join(lines) + "\n")
+    priced = suggest(images, masks, tmp_path / "out2", k=6, cfg=cfg, quiet=True)
+    assert all(r["cost_model"] == "ridge on 12 labelled regions" for r in priced)
+    (masks / "annotation_times.csv").write_text("file,y,x,h,w,seconds\nnope.tif,0,0,32,32,5\n")
+    with pytest.raises(DatasetError, match="no image 'nope.tif'"):
+        suggest(images, masks, tmp_path / "out3", k=6, cfg=cfg, quiet=True)
+    assert not (tmp_path / "out3" / "regions.csv").exists()
+    (masks / "annotation_times.csv").write_text("file,y,x,seconds\n")
+    with pytest.raises(DatasetError, match="missing column\\(s\\) h, w"):
+        suggest(images, masks, tmp_path / "out3", k=6, cfg=cfg, quiet=True)

@@ -15,8 +15,10 @@ by N_train / batch size, plus a Gaussian prior on the weights.
 
 The same update serves function space (D'Angelo & Fortuin 2021, "On Stein variational neural network
 ensembles"): the particles are then the members' softmax outputs on the shared batch, flattened, and the
-gradients are those of the log-likelihood with respect to these outputs; each member's parameters then
-move along ``J_iᵀ φ_i`` (``activeseg.uncertainty.committee.fit_svgd``). With 1e5 parameters and 5
+gradients are those of the log-likelihood with respect to the members' logits (bounded, unlike those with
+respect to the softmax outputs); each member's parameters then move along its Jacobians' transposes applied
+to the drive (through its logits) and the repulsion (through its softmax outputs)
+(``activeseg.uncertainty.committee.fit_svgd``). With 1e5 parameters and 5
 particles every pairwise weight distance is nearly the same, so the weight-space kernel is ≈ 1/(M + 1)
 off the diagonal whatever the networks compute; distances between the members' predictions are not.
 """

@@ -1,0 +1,165 @@
+"""The survey's frameworks on the segmentation benchmark: region queries priced by clicks, CEAL, VAAL.
+
+Stages (each resumable from its ledgers under ``benchmarks/results/survey_frameworks_runs/``; commit after
+every stage):
+
+1. ``study``: on the segmentation benchmark's setting (``configs/seg_benchmark.toml``: nuclei3 with a domain
+   shift, 32-px patches), ``--seeds`` seeds of
+   * whole-patch arms: ``random``, ``power_bald`` (the benchmark's best whole-image strategy), ``max_entropy``
+     (CEAL's base), ``ceal`` and ``vaal``;
+   * region arms (``configs/survey_regions.toml``: 16-px regions, the same area per round):
+     ``random_regions``, ``entropy_regions`` and ``cereals``.
+   Same seed = same split and initial set for every arm; every ledger records the clicks and pixels spent.
+2. ``mnist``: ``vaal`` against ``random`` and ``bald`` on MNIST with Gal et al.'s protocol
+   (``configs/gal_mnist.toml``), into ``survey_frameworks_mnist_runs/``.
+3. ``results`` (after every stage): ``survey_frameworks.md`` / ``.json`` / ``.png``: the seed-level comparison
+   with random (paired over seeds, bootstrap CIs, Holm, random vs random) at equal annotation cost (AULC on a
+   log2 axis of clicks) and at equal labelled pixels, the clicks to reach 95% (and the secondary fractions)
+   of each seed's full-pool reference, CEAL's pseudo-labels (count and accuracy) and, for MNIST, the same
+   against acquired images.
+
+Usage::
+
+    python benchmarks/survey_frameworks.py study --seeds 5 --hours 2 --threads 1
+    python benchmarks/survey_frameworks.py mnist --seeds 5 --hours 2 --threads 1
+    python benchmarks/survey_frameworks.py results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = RESULTS / "survey_frameworks_runs"
+MNIST_RUNS = RESULTS / "survey_frameworks_mnist_runs"
+ARMS = {  # config -> strategies
+    "configs/seg_benchmark.toml": ["random", "power_bald", "max_entropy", "ceal", "vaal"],
+    "configs/survey_regions.toml": ["random_regions", "entropy_regions", "cereals"],
+}
+MNIST = ("configs/gal_mnist.toml", ["random", "bald", "vaal"])
+PAIRS = {"ceal": "max_entropy", "cereals": "entropy_regions"}  # a framework against its own base
+
+
+def run_stage(arms: dict[str, list[str]], out: Path, seeds: int, deadline: float | None, threads: int) -> bool:
+    """Every arm × seed, in rounds of stages so that all runs advance together; False if a run failed."""
+    from activeseg.config import load_config
+    from activeseg.simulate import simulate
+
+    ok = True
+    for config, strategies in arms.items():
+        cfg = load_config(ROOT / config)
+        results = simulate(cfg, strategies, list(range(seeds)), out, resume=True, deadline=deadline, threads=threads)
+        ok &= not any(r[2] for r in results)
+    return ok
+
+
+def pseudo_summary(runs) -> dict:
+    """CEAL: per seed the mean pseudo-labelled items and pixel accuracy per round."""
+    out = {}
+    for run in runs:
+        made = [r["pseudo"] for r in run.records if r.get("pseudo")]
+        if made:
+            acc = [m["accuracy"] for m in made if m["accuracy"] is not None]
+            out[run.seed] = {"rounds": len(made), "items_mean": float(np.mean([m["items"] for m in made])),
+                             "pixels_mean": float(np.mean([m["pixels"] for m in made])),
+                             "accuracy_mean": float(np.mean(acc)) if acc else None}
+    return out
+
+
+def paired(summary: dict, name: str, base: str) -> dict | None:
+    """A framework against its own base, seed by seed, on the summary's AULC (log2 budget)."""
+    from activeseg import statistics as st
+
+    a = {p["seed"]: p["aulc_log2"] for p in summary["strategies"].get(name, {}).get("per_seed", [])}
+    b = {p["seed"]: p["aulc_log2"] for p in summary["strategies"].get(base, {}).get("per_seed", [])}
+    seeds = sorted(s for s in a if s in b and a[s] is not None and b[s] is not None)
+    if len(seeds) < 2:
+        return None
+    return st.paired_comparison(seeds, [a[s] for s in seeds], [b[s] for s in seeds])
+
+
+def section(title: str, runs_dir: Path, report: str, host: str, budget: str, target_error: float | None = None):
+    """Markdown and JSON of one report (``activeseg report`` on ``runs_dir`` with ``budget``)."""
+    from activeseg.report import build_report, find_runs
+    from activeseg.report.tables import to_markdown
+
+    target = None if target_error is None else 1.0 - target_error
+    summary = build_report(runs_dir, RESULTS / report, target=target, host=host, budget=budget)
+    md = [f"## {title}", "", to_markdown(summary)]
+    pairs = {}
+    for name, base in PAIRS.items():
+        c = paired(summary, name, base)
+        if c is not None:
+            pairs[f"{name} vs {base}"] = c
+            ci = "" if c["ci"] is None else f" [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]"
+            p_t = "–" if c["p_t"] is None else f"{c['p_t']:.3g}"
+            md.append(f"- {name} vs its base {base}: Δ AULC {c['mean_diff']:+.4f}{ci}, paired t p = {p_t} over "
+                      f"{c['pairs']} seeds.")
+    runs = find_runs(runs_dir)
+    return md, {"summary": {k: v for k, v in summary.items() if k != "runs"}, "against_base": pairs,
+                "ceal_pseudo_labels": pseudo_summary([r for r in runs if r.strategy == "ceal"])}
+
+
+def write_results(host: str) -> None:
+    md = ["# The survey's frameworks: region queries priced by clicks, CEAL, VAAL", "",
+          "Made by `python benchmarks/survey_frameworks.py` (settings: `configs/seg_benchmark.toml`, "
+          f"`configs/survey_regions.toml`, `configs/gal_mnist.toml`). Host: {host}.", ""]
+    doc: dict = {"host": host}
+    if RUNS.exists():
+        for budget, title in (("cost", "Segmentation at equal annotation cost (clicks)"),
+                              ("labelled_pixels", "Segmentation at equal labelled pixels")):
+            part, data = section(title, RUNS, f"survey_frameworks_report_{budget}", host, budget)
+            md += [*part, ""]
+            doc[budget] = data
+        shutil.copy(RESULTS / "survey_frameworks_report_cost" / "learning_curve_cost.png",
+                    RESULTS / "survey_frameworks.png")
+        ceal = doc["cost"]["ceal_pseudo_labels"]
+        if ceal:
+            md += ["### CEAL's pseudo-labels (per round, mean over rounds)", "",
+                   "| seed | rounds | pseudo-labelled patches | pixels | pixel accuracy |", "|---|---|---|---|---|"]
+            for seed, v in ceal.items():
+                acc = "–" if v["accuracy_mean"] is None else f"{v['accuracy_mean']:.4f}"
+                md.append(f"| {seed} | {v['rounds']} | {v['items_mean']:.1f} | {v['pixels_mean']:.0f} | {acc} |")
+            md.append("")
+    if MNIST_RUNS.exists():
+        part, data = section("MNIST (Gal et al.'s protocol): acquired images", MNIST_RUNS,
+                             "survey_frameworks_mnist_report", host, "n_annotations", target_error=0.10)
+        md += [*part, ""]
+        doc["mnist"] = data
+    (RESULTS / "survey_frameworks.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    (RESULTS / "survey_frameworks.md").write_text("\n".join(md) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stage", choices=["study", "mnist", "results"])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--hours", type=float, default=None, help="start no round after this long")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to another job)")
+    args = ap.parse_args(argv)
+    from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
+
+    from activeseg.simulate import set_threads
+
+    set_threads(args.threads)
+    host = host_line(describe())
+    deadline = None if args.hours is None else time.time() + 3600 * args.hours
+    ok = True
+    if args.stage == "study":
+        ok = run_stage(ARMS, RUNS, args.seeds, deadline, args.threads)
+    elif args.stage == "mnist":
+        ok = run_stage({MNIST[0]: MNIST[1]}, MNIST_RUNS, args.seeds, deadline, args.threads)
+    write_results(host)
+    print((RESULTS / "survey_frameworks.md").read_text())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
