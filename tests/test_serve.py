@@ -63,6 +63,9 @@ def test_project_file_and_reopen_add_only_new_images(tmp_path, lab_folder):
     assert not (tmp_path / "other.db").exists()
     with pytest.raises(StoreError, match="SQLite .* or PostgreSQL"):
         database_url("mysql://u@h/db")
+    with pytest.raises(ProjectError, match="'cereals' picks regions of images"):
+        open_project(tmp_path / "q", images, masks, strategy="cereals")
+    assert not (tmp_path / "q" / "project.toml").exists()
 
 
 def test_every_endpoint_and_training_round(lab_project):
@@ -197,6 +200,9 @@ def test_refusals_say_what_is_wrong(lab_project):
         assert c.get(f"{base}/api/labels/{free['id']}", headers=h).status_code == 404
         assert c.get(f"{base}/api/images/99999", headers=h).status_code == 404
         assert c.get(f"{base}/api/next?strategy=nonsense", headers=h).status_code == 400
+        regions = c.get(f"{base}/api/next?strategy=cereals", headers=h)  # a region strategy: not for this queue
+        assert regions.status_code == 400 and "region strategies run in simulate and suggest" in regions.text
+        assert "cereals" not in c.get(f"{base}/api/project", headers=h).json()["strategies"]
         assert c.get(f"{base}/api/next?n=0", headers=h).status_code == 422
 
         # a lease held by someone else

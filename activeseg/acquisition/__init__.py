@@ -23,6 +23,7 @@ from activeseg.acquisition.strategies import (
     Strategy,
     UncertaintyStrategy,
     get_strategy,
+    whole_item_strategies,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "top_k",
     "variation_ratio",
     "vote_entropy",
+    "whole_item_strategies",
 ]

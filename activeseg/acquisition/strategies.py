@@ -103,7 +103,8 @@ from activeseg.acquisition.region_strategy import RegionStrategy
 from activeseg.acquisition.selectors import random_k, top_k
 from activeseg.acquisition.vaal import VaalStrategy
 
-__all__ = ["STRATEGIES", "BatchStrategy", "RandomStrategy", "Strategy", "UncertaintyStrategy", "get_strategy"]
+__all__ = ["STRATEGIES", "BatchStrategy", "RandomStrategy", "Strategy", "UncertaintyStrategy", "get_strategy",
+           "whole_item_strategies"]
 
 
 @runtime_checkable
@@ -429,6 +430,12 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
 """Strategy factories by name; call with keyword overrides or use ``get_strategy``."""
 
 _FIXED = ("name", "heuristic", "selector")  # what a strategy name means; not overridable
+
+
+def whole_item_strategies() -> list[str]:
+    """The registered strategies that pick whole items (all but the region strategies), sorted: what a
+    queue of whole images (``activeseg serve``) can rank by."""
+    return sorted(n for n in STRATEGIES if getattr(get_strategy(n), "unit", "image") == "image")
 
 
 def get_strategy(name: str, **overrides) -> Strategy:

@@ -178,14 +178,14 @@ def create_app(root: str | Path, url: str | None = None, train_threads: int = 0)
 
     @app.get("/api/project")
     def project_info(who: str = Depends(annotator)):
-        from activeseg.acquisition import STRATEGIES
+        from activeseg.acquisition import whole_item_strategies
         from activeseg.report.heatmaps import class_table
 
         p = srv.project
         colours = class_table(p.classes)
         return {"annotator": who, "classes": p.classes, "class_names": list(p.names()), "strategy": p.strategy,
                 "class_colours": ["#" + "".join(f"{round(255 * v):02x}" for v in rgb) for rgb in colours],
-                "strategies": sorted(STRATEGIES), "lease_seconds": p.lease_seconds,
+                "strategies": whole_item_strategies(), "lease_seconds": p.lease_seconds,
                 "max_upload_bytes": p.max_upload_bytes, "max_pixels": p.max_pixels}
 
     # -- images ----------------------------------------------------------------------------------------
@@ -230,11 +230,13 @@ def create_app(root: str | Path, url: str | None = None, train_threads: int = 0)
     @app.get("/api/next")
     def next_items(n: int = Query(1, ge=1, le=100), strategy: str | None = Query(None, max_length=40),
                    who: str = Depends(annotator)):
-        from activeseg.acquisition import STRATEGIES
+        from activeseg.acquisition import whole_item_strategies
 
         strategy = strategy or srv.project.strategy
-        if strategy not in STRATEGIES:
-            raise HTTPException(400, f"unknown strategy {strategy!r}; valid: {', '.join(sorted(STRATEGIES))}")
+        valid = whole_item_strategies()
+        if strategy not in valid:
+            raise HTTPException(400, f"unknown strategy {strategy!r} for a queue of whole images; valid: "
+                                f"{', '.join(valid)} (region strategies run in simulate and suggest)")
         model_id = srv.ranking_for(strategy)
         items = srv.store.lease_next(who, n, model_id, strategy, srv.project.seed, srv.project.lease_seconds)
         out = {"items": items, "model_id": model_id, "strategy": strategy if model_id else "random (no model yet)"}

@@ -122,6 +122,11 @@ class Project:
             self.sim_config()
         except (ValueError, TypeError) as err:
             problems.append(f"[train]: {err}")
+        from activeseg.acquisition import STRATEGIES, whole_item_strategies
+
+        if self.strategy in STRATEGIES and self.strategy not in whole_item_strategies():
+            problems.append(f"strategy = {self.strategy!r} picks regions of images; the server's queue holds whole "
+                            "images: use one of " + ", ".join(whole_item_strategies()))
         if problems:
             raise ProjectError(f"{self.path}: " + "; ".join(problems))
 
