@@ -5,8 +5,8 @@ every stage):
 
 1. ``study``: on the segmentation benchmark's setting (``configs/seg_benchmark.toml``: nuclei3 with a domain
    shift, 32-px patches), ``--seeds`` seeds of
-   * whole-patch arms: ``random``, ``power_bald`` (the benchmark's best whole-image strategy), ``max_entropy``
-     (CEAL's base), ``ceal`` and ``vaal``;
+   * whole-patch arms: ``random``, ``power_bald`` (the benchmark's best whole-image strategy), ``bald`` (VAAL's
+     comparison), ``max_entropy`` (CEAL's base), ``ceal`` and ``vaal``;
    * region arms (``configs/survey_regions.toml``: 16-px regions, the same area per round):
      ``random_regions``, ``entropy_regions`` and ``cereals``.
    Same seed = same split and initial set for every arm; every ledger records the clicks and pixels spent.
@@ -40,7 +40,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "survey_frameworks_runs"
 MNIST_RUNS = RESULTS / "survey_frameworks_mnist_runs"
 ARMS = {  # config -> strategies
-    "configs/seg_benchmark.toml": ["random", "power_bald", "max_entropy", "ceal", "vaal"],
+    "configs/seg_benchmark.toml": ["random", "power_bald", "bald", "max_entropy", "ceal", "vaal"],
     "configs/survey_regions.toml": ["random_regions", "entropy_regions", "cereals"],
 }
 MNIST = ("configs/gal_mnist.toml", ["random", "bald", "vaal"])
@@ -48,15 +48,17 @@ PAIRS = {"ceal": "max_entropy", "cereals": "entropy_regions"}  # a framework aga
 
 
 def run_stage(arms: dict[str, list[str]], out: Path, seeds: int, deadline: float | None, threads: int) -> bool:
-    """Every arm × seed, in rounds of stages so that all runs advance together; False if a run failed."""
+    """Every arm × seed, seed by seed (every arm of a seed before the next seed, so a deadline leaves whole
+    seeds to compare); False if a run failed."""
     from activeseg.config import load_config
     from activeseg.simulate import simulate
 
     ok = True
-    for config, strategies in arms.items():
-        cfg = load_config(ROOT / config)
-        results = simulate(cfg, strategies, list(range(seeds)), out, resume=True, deadline=deadline, threads=threads)
-        ok &= not any(r[2] for r in results)
+    for seed in range(seeds):
+        for config, strategies in arms.items():
+            cfg = load_config(ROOT / config)
+            results = simulate(cfg, strategies, [seed], out, resume=True, deadline=deadline, threads=threads)
+            ok &= not any(r[2] for r in results)
     return ok
 
 
