@@ -218,6 +218,7 @@ def test_reports_count_the_budget_in_clicks_or_pixels(nuclei64, tmp_path):
     summary = build_report([tmp_path], tmp_path / "report")
     assert (tmp_path / "report" / "learning_curve_cost.png").is_file()
     assert (tmp_path / "report" / "learning_curve_pixels.png").is_file()
+    assert (tmp_path / "report" / "learning_curves_detail_cost.png").is_file()  # per class, source, instance
     assert not (tmp_path / "report" / "learning_curve_train_size.png").exists()  # regions are not NoDelete repeats
     assert summary["endpoint"]["budget"] == "n_annotations"
     runs = find_runs([tmp_path])

@@ -28,7 +28,8 @@ def build_report(
 
     Writes ``learning_curve.png`` (and ``learning_curve_train_size.png`` when NoDelete runs trained on
     repeats; ``learning_curve_cost.png`` and ``learning_curve_pixels.png`` when the ledgers record the
-    annotation cost), ``uncertainty_distribution.png`` and ``embedding.png`` (Nath et al. Figs. 12-13, see
+    annotation cost, with ``learning_curves_detail_cost.png``: the per-class, per-source and instance panels
+    against the clicks), ``uncertainty_distribution.png`` and ``embedding.png`` (Nath et al. Figs. 12-13, see
     :mod:`activeseg.report.views`; left out when the ledgers or the dataset do not allow them),
     ``summary.md``, ``summary.csv``, ``summary.json`` and ``index.html`` (self-contained: the tables,
     the figures and each run's ``heatmaps/round_*/`` PNGs).
@@ -68,6 +69,8 @@ def build_report(
     details = detail_metrics(finished)
     if details:  # multi-class, multi-source or nuclei runs: a panel per class, source and instance score
         extra.append(plot_metric_panels(finished, out / "learning_curves_detail.png", details))
+        if records_cost(finished):  # mIoU, per-class Dice, ... against the clicks spent
+            extra.append(plot_metric_panels(finished, out / "learning_curves_detail_cost.png", details, x="cost"))
     views = []
     dist = plot_uncertainty_distribution(finished, out / "uncertainty_distribution.png")
     if dist is not None:
