@@ -1,5 +1,5 @@
-"""The contract of every registered model: seeded building, shapes, 2-D only, an exact stochastic split, and
-the layers that descriptors and gradient embeddings read."""
+"""The contract of every registered model: seeded building, shapes, the spatial ranks it takes, an exact
+stochastic split, and the layers that descriptors and gradient embeddings read."""
 
 import copy
 
@@ -17,6 +17,8 @@ CASES = {
              (2, 2, 16, 16)),
     "unet_residual_rgb": ("unet", dict(in_channels=3, num_classes=3, depth=1, base_filters=4, dropout=0.3,
                                        residual=True), (2, 3, 8, 8), (2, 3, 8, 8)),
+    "unet_3d": ("unet", dict(in_channels=1, num_classes=3, depth=2, base_filters=4, dropout=0.2, spatial_dims=3),
+                (2, 1, 8, 12, 16), (2, 3, 8, 12, 16)),
     "gal_cnn": ("gal_cnn", dict(in_channels=1, num_classes=10, image_size=28, filters=4, hidden=8), (2, 1, 28, 28),
                 (2, 10)),
 }
@@ -74,11 +76,13 @@ def test_output_shape(case):
         assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_3d_rejected_with_clear_message(case):
-    name, kw, _, _ = CASES[case]
+def test_spatial_ranks_a_model_does_not_take_are_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match=r"3 spatial dimensions"):
-        build_model(name, seed=0, spatial_dims=3, **kw)
+        build_model("gal_cnn", seed=0, spatial_dims=3, **CASES["gal_cnn"][1])
+    with pytest.raises(ValueError, match=r"spatial_dims=4; the U-Net takes 2-D images or 3-D volumes"):
+        build_model("unet", seed=0, spatial_dims=4)
+    with pytest.raises(ValueError, match=r"a 3-D U-Net takes \[N, C, D, H, W\]"):
+        build_model("unet", seed=0, spatial_dims=3, depth=1)(torch.rand(1, 1, 8, 8))
 
 
 def test_unknown_model_lists_valid():

@@ -1,8 +1,9 @@
-"""2-D U-Net with dropout after every max-pool, for MC-dropout uncertainty.
+"""U-Net (2-D or 3-D) with dropout after every max-pool, for MC-dropout uncertainty.
 
 Follows the axon-myelin active-learning U-Net (dropout after each max-pooling layer so that keeping
 dropout on at test time samples the approximate posterior) with batch norm (or GroupNorm) and ReLU; residual blocks
-are optional. Output: logits ``[N, C, H, W]``; binary segmentation uses C = 2 with softmax.
+are optional. Output: logits ``[N, C, *S]`` (``S`` = ``H, W`` or ``D, H, W``: ``spatial_dims`` picks 2-D or 3-D
+layers, the volumetric U-Net of Nath et al. 2020 in 3-D); binary segmentation uses C = 2 with softmax.
 
 References:
     Ronneberger et al., U-Net (2015), https://arxiv.org/abs/1505.04597;
@@ -24,31 +25,38 @@ GROUP_CHANNELS = 4
 patch's absolute intensity (a background-only patch is stretched to look like one with nuclei)."""
 
 
-def norm_layer(kind: str, channels: int) -> nn.Module:
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+UP_CONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+def norm_layer(kind: str, channels: int, dims: int = 2) -> nn.Module:
     """Batch norm, or GroupNorm (steady at small batches) with at most 8 groups of at least
     ``GROUP_CHANNELS`` channels."""
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return BATCH_NORM[dims](channels)
     if kind == "group":
         return nn.GroupNorm(math.gcd(channels, max(1, min(8, channels // GROUP_CHANNELS))), channels)
     raise ValueError(f"norm '{kind}' is not one of {', '.join(NORMS)}")
 
 
 class ConvBlock(nn.Module):
-    """Two 3×3 conv – norm – ReLU layers; with ``residual`` a 1×1 projection skip is added."""
+    """Two 3×3 (3×3×3) conv – norm – ReLU layers; with ``residual`` a 1×1 projection skip is added."""
 
-    def __init__(self, in_ch: int, out_ch: int, residual: bool = False, norm: str = "batch") -> None:
+    def __init__(self, in_ch: int, out_ch: int, residual: bool = False, norm: str = "batch", dims: int = 2) -> None:
         super().__init__()
+        conv = CONV[dims]
         self.body = nn.Sequential(
-            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-            norm_layer(norm, out_ch),
+            conv(in_ch, out_ch, 3, padding=1, bias=False),
+            norm_layer(norm, out_ch, dims),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-            norm_layer(norm, out_ch),
+            conv(out_ch, out_ch, 3, padding=1, bias=False),
+            norm_layer(norm, out_ch, dims),
         )
         self.skip = None
         if residual:
-            self.skip = nn.Conv2d(in_ch, out_ch, 1, bias=False) if in_ch != out_ch else nn.Identity()
+            self.skip = conv(in_ch, out_ch, 1, bias=False) if in_ch != out_ch else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,12 +72,12 @@ class UNet(nn.Module):
     Args:
         in_channels: image channels (1 gray, 3 RGB).
         num_classes: C ≥ 2 output classes (softmax over axis 1).
-        depth: number of max-pool steps; input height and width must be divisible by 2**depth.
+        depth: number of max-pool steps; every spatial side of the input must be divisible by 2**depth.
         base_filters: filters of the first level, doubled at each level.
         dropout: rate of the dropout after every max-pool (0 disables MC dropout).
         residual: residual conv blocks.
         norm: ``batch`` (batch norm) or ``group`` (GroupNorm).
-        spatial_dims: spatial rank of the data (2: images).
+        spatial_dims: spatial rank of the data: 2 (images) or 3 (volumes).
     """
 
     def __init__(
@@ -84,32 +92,32 @@ class UNet(nn.Module):
         norm: str = "batch",
     ) -> None:
         super().__init__()
-        if spatial_dims != 2:
-            raise ValueError(f"the data has {spatial_dims} spatial dimensions but this U-Net is 2-D; "
-                             "a 3-D U-Net is not built yet")
+        if spatial_dims not in CONV:
+            raise ValueError(f"spatial_dims={spatial_dims}; the U-Net takes 2-D images or 3-D volumes")
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}; use 2 for binary segmentation (softmax over 2 classes)")
         if depth < 1:
             raise ValueError(f"depth={depth}; the U-Net needs at least one pooling level")
-        self.depth = depth
+        self.depth, self.spatial_dims = depth, spatial_dims
+        dims = spatial_dims
         chans = [base_filters * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList()
         prev = in_channels
         for c in chans[:-1]:
-            self.down.append(ConvBlock(prev, c, residual, norm))
+            self.down.append(ConvBlock(prev, c, residual, norm, dims))
             prev = c
-        self.pool = nn.MaxPool2d(2)
+        self.pool = MAX_POOL[dims](2)
         self.drops = nn.ModuleList(nn.Dropout(dropout) for _ in range(depth))
-        self.bottom = ConvBlock(chans[-2], chans[-1], residual, norm)
+        self.bottom = ConvBlock(chans[-2], chans[-1], residual, norm, dims)
         self.up = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for i in reversed(range(depth)):
-            self.up.append(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2))
-            self.up_blocks.append(ConvBlock(2 * chans[i], chans[i], residual, norm))
-        self.head = nn.Conv2d(chans[0], num_classes, 1)
+            self.up.append(UP_CONV[dims](chans[i + 1], chans[i], 2, stride=2))
+            self.up_blocks.append(ConvBlock(2 * chans[i], chans[i], residual, norm, dims))
+        self.head = CONV[dims](chans[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N, C, H, W]`` for images ``[N, in_channels, H, W]``."""
+        """Logits ``[N, C, *S]`` for images ``[N, in_channels, *S]``."""
         self._check_input(x)
         skips = []
         for block, drop in zip(self.down, self.drops, strict=True):
@@ -125,10 +133,13 @@ class UNet(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         m = 2**self.depth
-        if x.shape[-1] % m or x.shape[-2] % m:
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(f"input has shape {tuple(x.shape)} but a {self.spatial_dims}-D U-Net takes "
+                             f"[N, C, {', '.join('DHW'[-self.spatial_dims:])}]")
+        if any(side % m for side in x.shape[2:]):
             raise ValueError(
-                f"input is {x.shape[-2]}×{x.shape[-1]} but a depth-{self.depth} U-Net needs sides divisible "
-                f"by {m}; pad the image or use patches of a multiple of {m}"
+                f"input is {'×'.join(map(str, x.shape[2:]))} but a depth-{self.depth} U-Net needs sides "
+                f"divisible by {m}; pad the image or use patches of a multiple of {m}"
             )
 
     def _decode(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -155,25 +166,26 @@ class UNet(nn.Module):
         return self.head
 
 
-def _split_first_conv(block: ConvBlock, c_up: int) -> tuple[nn.Conv2d, nn.Conv2d] | None:
+def _split_first_conv(block: ConvBlock, c_up: int) -> tuple[nn.Module, nn.Module] | None:
     """The first convolution of a decoder block, whose input is ``cat([up, skip])``, as two convolutions
     (one per input part, the bias on the skip part) so the skip's share can be computed once; None for a
     residual block, whose 1×1 skip also needs the concatenation."""
     conv = block.body[0]
-    if block.skip is not None or not isinstance(conv, nn.Conv2d):
+    if block.skip is not None or not isinstance(conv, nn.Conv2d | nn.Conv3d):
         return None
     halves = []
     for part, bias in ((slice(0, c_up), None), (slice(c_up, None), conv.bias)):
         weight = conv.weight[:, part]
-        half = nn.utils.skip_init(nn.Conv2d, weight.shape[1], conv.out_channels, conv.kernel_size,  # no RNG use
+        half = nn.utils.skip_init(type(conv), weight.shape[1], conv.out_channels, conv.kernel_size,  # no RNG use
                                   padding=conv.padding, bias=bias is not None, device=weight.device,
                                   dtype=weight.dtype)
         with torch.no_grad():
             half.weight.copy_(weight)
             if bias is not None:
                 half.bias.copy_(bias)
-        channels_last = conv.weight.is_contiguous(memory_format=torch.channels_last)
-        halves.append(half.to(memory_format=torch.channels_last) if channels_last else half)
+        layout = torch.channels_last if weight.ndim == 4 else torch.channels_last_3d
+        channels_last = conv.weight.is_contiguous(memory_format=layout)
+        halves.append(half.to(memory_format=layout) if channels_last else half)
     return halves[0], halves[1]
 
 
