@@ -133,6 +133,29 @@ def uncertainty_maps(
     return np.concatenate(means), np.concatenate(maps)
 
 
+def sliding_maps(model: nn.Module, volume_C_S, strategy, estimator, window, stride, device: str = "cpu",
+                 batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Mean class probabilities ``[C, *S]`` and the strategy's map ``[*S]`` of one image or volume larger
+    than the network's window: each window's K samples are reduced to its mean and map where they are made,
+    then blended with Gaussian weights (:func:`activeseg.sliding.sliding_window`), so memory holds ``batch``
+    windows' samples, never the whole volume's."""
+    from activeseg.sliding import sliding_window
+
+    strategy = _resolve(strategy)
+    if not strategy.needs_model:
+        strategy = get_strategy("bald")
+
+    def predict(windows):
+        means, maps = [], []
+        for probs in estimator.batches(model, windows, device):
+            means.append(probs.mean(1).double().numpy())
+            maps.append(np.asarray(strategy.map(probs), dtype=np.float64))
+        return np.concatenate(means), np.concatenate(maps)
+
+    mean, umap = sliding_window(np.asarray(volume_C_S, dtype=np.float32), window, stride, predict, batch)
+    return mean, umap
+
+
 UNCERTAINTY_BINS = 20
 
 
