@@ -25,7 +25,8 @@ def test_window_starts_cover_every_axis_with_the_last_window_flush():
         window_starts((10, 7), (4,), (3, 3))
 
 
-@pytest.mark.parametrize("shape, window, stride", [((1, 13, 17), (8, 8), (5, 3)), ((2, 9, 10, 11), (4, 6, 5), (3, 2, 5)),
+@pytest.mark.parametrize("shape, window, stride", [((1, 13, 17), (8, 8), (5, 3)),
+                                                   ((2, 9, 10, 11), (4, 6, 5), (3, 2, 5)),
                                                    ((1, 5, 30), (8, 8), (4, 4))])
 def test_blending_a_pointwise_function_gives_it_back_exactly(shape, window, stride):
     vol = np.random.default_rng(0).random(shape).astype(np.float32)
