@@ -1,0 +1,90 @@
+"""Volumes in: NIfTI and TIFF round trips with spacing, folder pairing and its refusals, resampling."""
+
+import numpy as np
+import pytest
+
+from activeseg.data.folder import DatasetError
+from activeseg.data.volumes import Volume, read_volume, read_volume_folder, resample, write_volume
+
+
+def _nifti(path, arr_dhw, spacing_dhw, dtype=np.float32):
+    import nibabel as nib
+
+    affine = np.diag([*spacing_dhw[::-1], 1.0])
+    affine[:3, 3] = [-10.0, 5.0, 2.5]
+    nib.save(nib.Nifti1Image(np.swapaxes(np.asarray(arr_dhw, dtype), 0, 2), affine), str(path))
+    return affine
+
+
+def test_nifti_round_trip_keeps_the_array_the_spacing_and_the_grid(tmp_path):
+    arr = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    affine = _nifti(tmp_path / "a.nii.gz", arr, (2.0, 1.0, 0.5))
+    vol = read_volume(tmp_path / "a.nii.gz")
+    assert vol.data.shape == (1, 5, 6, 7) and vol.data.dtype == np.float32
+    np.testing.assert_array_equal(vol.data[0], arr)  # (i, j, k) on disk, (D, H, W) here
+    assert vol.spacing == (2.0, 1.0, 0.5) and np.allclose(vol.affine, affine)
+    write_volume(tmp_path / "u.nii.gz", arr * 2, vol)  # e.g. an uncertainty volume on the same grid
+    back = read_volume(tmp_path / "u.nii.gz")
+    np.testing.assert_allclose(back.data[0], arr * 2) and np.testing.assert_allclose(back.affine, affine)
+    assert not list(tmp_path.glob(".tmp-*"))
+    with pytest.raises(ValueError, match="does not match the grid"):
+        write_volume(tmp_path / "bad.nii.gz", arr[:4], vol)
+
+
+def test_tiff_stack_reads_its_imagej_spacing(tmp_path):
+    import tifffile
+
+    arr = (np.random.default_rng(1).random((4, 8, 9)) * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", arr, imagej=True, resolution=(1 / 0.25, 1 / 0.5), metadata={"spacing": 2.0})
+    vol = read_volume(tmp_path / "s.tif")
+    np.testing.assert_array_equal(vol.data[0], arr)
+    assert vol.spacing == pytest.approx((2.0, 0.5, 0.25)) and vol.affine is None
+    plain = tmp_path / "p.tif"
+    tifffile.imwrite(plain, arr, photometric="minisblack")
+    assert read_volume(plain).spacing == (1.0, 1.0, 1.0)
+
+
+def test_a_folder_of_volumes_pairs_labels_and_says_everything_that_is_wrong(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("a", "b", "c"):
+        _nifti(images / f"{name}.nii.gz", rng.random((4, 6, 6)), (1.0, 1.0, 1.0))
+    _nifti(labels / "a.nii.gz", rng.integers(0, 3, (4, 6, 6)), (1.0, 1.0, 1.0), np.uint8)
+    names, vols, labs, classes = read_volume_folder(images, labels)
+    assert names == ["a", "b", "c"] and classes == 3 and labs[1] is None and labs[0].data.dtype == np.uint8
+    # now break it in four ways: every problem is reported at once, naming the files
+    _nifti(labels / "b.nii.gz", np.zeros((4, 6, 5)), (1.0, 1.0, 1.0), np.uint8)
+    _nifti(labels / "c.nii.gz", np.full((4, 6, 6), 7), (1.0, 1.0, 1.0), np.uint8)
+    _nifti(labels / "zzz.nii.gz", np.zeros((4, 6, 6)), (1.0, 1.0, 1.0), np.uint8)
+    (images / "d.nii.gz").write_bytes(b"not a volume")
+    with pytest.raises(DatasetError) as err:
+        read_volume_folder(images, labels, classes=3)
+    text = str(err.value)
+    assert "cannot read volume 'd.nii.gz'" in text
+    assert "'b.nii.gz' is (4, 6, 5) but volume 'b.nii.gz' is (4, 6, 6)" in text
+    assert "label values [7]" in text and "'zzz.nii.gz' has no volume" in text
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_volume_folder(tmp_path / "nope", None)
+
+
+def test_labels_on_another_grid_are_refused(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    _nifti(images / "a.nii", np.zeros((4, 6, 6)), (1.0, 1.0, 1.0))
+    _nifti(labels / "a.nii", np.zeros((4, 6, 6)), (2.0, 1.0, 1.0), np.uint8)
+    with pytest.raises(DatasetError, match="another grid"):
+        read_volume_folder(images, labels)
+
+
+def test_resampling_to_a_target_spacing():
+    data = np.arange(4 * 4 * 4, dtype=np.float32).reshape(1, 4, 4, 4)
+    vol = Volume(data, (2.0, 1.0, 1.0), np.diag([1.0, 1.0, 2.0, 1.0]))
+    fine = resample(vol, (1.0, 1.0, 1.0))
+    assert fine.data.shape == (1, 8, 4, 4) and fine.spacing == (1.0, 1.0, 1.0)
+    assert np.allclose(np.diag(fine.affine)[:3], [1.0, 1.0, 1.0])
+    labels = Volume(np.array([[[0, 1], [2, 1]]] * 2, np.uint8), (1.0, 1.0, 1.0))
+    up = resample(labels, (0.5, 0.5, 0.5), labels=True)
+    assert up.data.shape == (4, 4, 4) and set(np.unique(up.data)) == {0, 1, 2}  # nearest: no new labels
