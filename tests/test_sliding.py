@@ -64,3 +64,18 @@ def test_mc_dropout_maps_of_a_volume_are_accumulated_per_window():
     again = sliding_maps(net, vol, "bald", MCDropout(k=4, batch_size=2, seed=0), (8, 8, 8), (4, 4, 6), batch=2)
     np.testing.assert_array_equal(umap, again[1])  # seeded masks: repeatable
     assert mean.shape == (2, 8, 12, 20) and umap.shape == (8, 12, 20) and (umap >= 0).all() and umap.max() > 0
+
+
+def test_volume_heatmaps_are_three_orthogonal_slices_through_the_most_uncertain_voxel(tmp_path):
+    from PIL import Image
+
+    from activeseg.report.heatmaps import save_item_overlay
+
+    vol = np.random.default_rng(3).random((1, 6, 8, 10)).astype(np.float32)
+    probs = np.stack([1 - vol[0], vol[0]])
+    unc = np.zeros((6, 8, 10))
+    unc[2, 5, 7] = 1.0
+    first = save_item_overlay(tmp_path / "item.png", vol, probs, unc, title="a volume")
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert written == ["item_axial.png", "item_coronal.png", "item_sagittal.png"] and first.name == "item_axial.png"
+    assert all(Image.open(tmp_path / name).size[0] > 100 for name in written)

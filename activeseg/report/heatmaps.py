@@ -151,8 +151,46 @@ def save_item_overlay(path: str | Path, image_C_S: np.ndarray, probs: np.ndarray
     """:func:`save_overlay` of a channel-first item ``[C, *S]`` as the data holds it (gray or RGB), with its
     mean class probabilities ``probs`` ``[C, *S]`` (or a foreground probability ``[*S]``)."""
     spatial = image_C_S.ndim - 1
+    if spatial == 3:
+        return save_volume_overlays(path, image_C_S, probs, uncertainty, title, mask, class_names)[0]
     if spatial != 2:
-        raise ValueError(f"heatmaps draw 2-D images; this item has {spatial} spatial dimensions "
+        raise ValueError(f"heatmaps draw 2-D images and 3-D volumes; this item has {spatial} spatial dimensions "
                          f"(shape {image_C_S.shape})")
     shown = image_C_S[0] if image_C_S.shape[0] == 1 else np.moveaxis(image_C_S, 0, -1)
     return save_overlay(path, shown, probs, uncertainty, title=title, mask_H_W=mask, class_names=class_names)
+
+
+PLANES = ("axial", "coronal", "sagittal")  # slices across D, H and W of a [D, H, W] volume
+
+
+def save_volume_overlays(path: str | Path, image_C_D_H_W: np.ndarray, probs: np.ndarray, uncertainty_D_H_W: np.ndarray,
+                         title: str = "", mask: np.ndarray | None = None,
+                         class_names: tuple[str, ...] | None = None) -> list[Path]:
+    """:func:`save_overlay` of the three orthogonal slices through the volume's most uncertain voxel:
+    ``<path stem>_axial.png``, ``_coronal.png`` and ``_sagittal.png`` (returned in that order).
+
+    Args:
+        image_C_D_H_W: the volume, channel first.
+        probs: mean class probabilities ``[C, D, H, W]`` (or a foreground probability ``[D, H, W]``).
+        uncertainty_D_H_W: the strategy's map.
+        mask: optional ground truth ``[D, H, W]``.
+    """
+    path = Path(path)
+    unc = np.asarray(uncertainty_D_H_W, dtype=np.float64)
+    image = np.asarray(image_C_D_H_W)
+    if unc.shape != image.shape[1:]:
+        raise ValueError(f"uncertainty {unc.shape} and volume {image.shape[1:]} differ in shape")
+    centre = np.unravel_index(int(np.argmax(unc)), unc.shape)
+    probs = np.asarray(probs)
+    out = []
+    for axis, plane in enumerate(PLANES):
+        cut = [slice(None)] * 3
+        cut[axis] = centre[axis]
+        at = tuple(cut)
+        shown = image[(0, *at)] if image.shape[0] == 1 else np.moveaxis(image[(slice(None), *at)], 0, -1)
+        p = probs[(slice(None), *at)] if probs.ndim == 4 else probs[at]
+        out.append(save_overlay(path.with_name(f"{path.stem}_{plane}.png"), shown, p, unc[at],
+                                title=f"{title} ({plane} slice {centre[axis]}, through the most uncertain voxel "
+                                f"{tuple(int(c) for c in centre)})".strip(),
+                                mask_H_W=None if mask is None else np.asarray(mask)[at], class_names=class_names))
+    return out
