@@ -72,6 +72,7 @@ def train_one(name: str, cfg, ds, split, train_idx, seed: int) -> dict:
 
 def write_results(host: str) -> None:
     rows = [json.loads(line) for line in LEDGER.read_text().splitlines() if line.strip()] if LEDGER.exists() else []
+    host = rows[-1].get("host", host) if rows else host  # the machine the rows ran on, not the one writing
     md = ["# SVGD at the Nath re-run's scale", "",
           "Made by `python benchmarks/svgd_at_scale.py` (recipe `configs/nath.toml`: nuclei3, K = 5, the steady "
           f"recipe; 1 torch thread). Host of the last run: {host}.", "",
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
 
-    host = host_line(describe())
+    host = host_line(describe()) if not args.results_only else "not measured (results only)"
     if not args.results_only:
         import torch
 
