@@ -104,3 +104,27 @@ def test_dihedral_moves_masks_with_images_exactly_and_is_seeded():
     assert g.min() >= 0 and g.max() <= 1  # gamma keeps [0, 1]
     odd, _ = dihedral_batch(torch.rand(2, 1, 4, 6), None, torch.Generator().manual_seed(0))
     assert odd.shape == (2, 1, 4, 6)  # a non-square batch is only flipped
+
+
+def test_dihedral_moves_volumes_and_their_masks_together_and_2d_draws_stay_the_same():
+    import torch
+
+    from activeseg.data.augment import dihedral_batch
+
+    g = torch.Generator().manual_seed(0)
+    vol = torch.rand(6, 1, 4, 5, 5, generator=g)
+    mask = (vol[:, 0] > 0.5).long() + 1
+    out, moved = dihedral_batch(vol, mask, torch.Generator().manual_seed(3))
+    assert out.shape == vol.shape and moved.shape == mask.shape
+    # each mask moved exactly as its image (the gamma keeps the voxels' order): class 2 is still where the
+    # image is above 0.5 before the gamma, i.e. every class-2 voxel is brighter than every class-1 voxel
+    for i in range(6):
+        assert out[i, 0][moved[i] == 2].min() > out[i, 0][moved[i] == 1].max()
+    assert not torch.equal(out, vol)
+    # 2-D batches consume exactly 4 draws per item, as before volumes were supported
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    dihedral_batch(torch.rand(3, 1, 8, 8), None, a)
+    torch.rand(3, 4, generator=b)
+    assert torch.equal(a.get_state(), b.get_state())
+    with pytest.raises(ValueError, match="4 spatial"):
+        dihedral_batch(torch.rand(1, 1, 2, 2, 2, 2), None, a)

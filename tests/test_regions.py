@@ -73,3 +73,12 @@ def test_click_cost_of_hand_drawn_masks():
     wiggly[5:15, 5:15] = 1
     wiggly[5:15:2, 15] = 1  # teeth one pixel deep on the right edge
     assert click_cost(wiggly, tolerance=1.0) < click_cost(wiggly, tolerance=0.25)
+
+
+def test_a_volume_is_outlined_slice_by_slice():
+    square = np.zeros((12, 12), int)
+    square[2:7, 2:7] = 1
+    volume = np.stack([square, np.zeros_like(square), square, square])
+    assert click_cost(volume) == 3 * (4 + 1)
+    with pytest.raises(ValueError, match="2-D label maps or"):
+        click_cost(np.zeros((2, 2, 2, 2), int))

@@ -207,10 +207,16 @@ def click_cost(mask_H_W, region: Region | None = None, tolerance: float = 1.0, b
     """Clicks to outline ``region`` of a label map: per connected component (4-connected) of each class
     other than ``background`` and ``ignore``, the vertices of its outer contour simplified by
     Douglas–Peucker at ``tolerance`` pixels (at least 3), plus 1 per component (closing it). Holes are not
-    outlined. Contours run through pixel-edge midpoints (marching squares), so a filled square costs 4 + 1."""
+    outlined. Contours run through pixel-edge midpoints (marching squares), so a filled square costs 4 + 1.
+    A volume ``[D, H, W]`` is outlined slice by slice, as annotators label volumes: the sum over its D slices
+    (``region`` then applies to every slice)."""
     from skimage.measure import approximate_polygon, find_contours
 
     mask = np.asarray(mask_H_W)
+    if mask.ndim == 3:
+        return sum(click_cost(plane, region, tolerance, background, ignore) for plane in mask)
+    if mask.ndim != 2:
+        raise ValueError(f"click_cost outlines 2-D label maps or [D, H, W] volumes, got shape {mask.shape}")
     if region is not None:
         mask = mask[region.slices()]
     clicks = 0

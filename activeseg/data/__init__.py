@@ -1,6 +1,7 @@
-"""Datasets: the bundled real nuclei (nuclei, nuclei3, scratch, nuclei_grouped) and MNIST sets, a lab's folder
-of images + masks, splits and the pool."""
+"""Datasets: the bundled real nuclei (nuclei, nuclei3, scratch, nuclei_grouped), MNIST and hippocampus (3-D)
+sets, a lab's folder of images + masks, splits and the pool."""
 
+from activeseg.data.brain import load_hippocampus
 from activeseg.data.dataset import ImageDataset
 from activeseg.data.folder import DatasetError, load_folder, read_folder
 from activeseg.data.mnist import load_mnist
@@ -9,7 +10,7 @@ from activeseg.data.pool import Pool
 from activeseg.data.split import Split, make_split
 
 DATASETS = {"nuclei": load_nuclei, "nuclei_grouped": load_nuclei_grouped, "nuclei3": load_nuclei3,
-            "scratch": load_scratch, "mnist": load_mnist}
+            "scratch": load_scratch, "mnist": load_mnist, "hippocampus": load_hippocampus}
 
 
 def load_dataset(name: str, patch_size: int = 64, quiet: bool = False, classes: int | None = None,
@@ -35,5 +36,5 @@ def load_for(cfg, quiet: bool = True) -> ImageDataset:
 
 
 __all__ = ["DATASETS", "DatasetError", "Pool", "ImageDataset", "Split", "load_dataset", "load_folder", "load_for",
-           "load_mnist", "load_nuclei", "load_nuclei3", "load_nuclei_grouped", "load_scratch", "make_split",
-           "read_folder"]
+           "load_hippocampus", "load_mnist", "load_nuclei", "load_nuclei3", "load_nuclei_grouped", "load_scratch",
+           "make_split", "read_folder"]

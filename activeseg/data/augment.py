@@ -1,5 +1,5 @@
-"""Training augmentations of images and masks together: random affine (shift, rotation, flip, zoom) or
-the dihedral group (flips, 90° rotations) with gamma."""
+"""Training augmentations of images and masks together: random affine (shift, rotation, flip, zoom; 2-D) or
+the dihedral group (flips, 90° rotations) with gamma (2-D and 3-D)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 def _check_2d(images: torch.Tensor) -> None:
     if images.ndim != 4:
-        raise ValueError(f"augmentation transforms 2-D images; these have {images.ndim - 2} spatial "
-                         "dimensions: turn it off (--no-augment) until 3-D augmentation exists")
+        raise ValueError(f"the affine augmentation transforms 2-D images; these have {images.ndim - 2} spatial "
+                         "dimensions: use --augment-style dihedral (flips, rotations and gamma in 3-D too)")
 
 
 def augment_batch(
@@ -76,30 +76,39 @@ def dihedral_batch(
     gamma: tuple[float, float] = (0.7, 1.5),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One random element of the dihedral group (horizontal and vertical flips and a transpose: the 8
-    flips and 90° rotations of a square) per item, and a random intensity gamma.
+    flips and 90° rotations of a square) per item, and a random intensity gamma. Volumes ``[B, C, D, H, W]``
+    are also flipped along D (the in-plane rotations stay in the H-W plane, where a volume's anisotropic
+    spacing, if any, is equal).
 
     Nothing is resampled, so masks keep their exact pixels; the gamma ``x ** g`` with ``log g`` uniform
     in ``log gamma`` applies to images in [0, 1] (the dataset's normalisation). A non-square batch is only
-    flipped. All randomness comes from ``generator``.
+    flipped. All randomness comes from ``generator`` (2-D batches draw exactly what they drew before volumes
+    were supported, so runs repeat).
 
     Returns:
         (augmented images, augmented masks or None) of the input shapes and dtypes.
     """
-    _check_2d(images_B_C_H_W)
-    b = images_B_C_H_W.shape[0]
-    draws = torch.rand(b, 4, generator=generator).to(images_B_C_H_W.device)
     x, y = images_B_C_H_W, masks_B_H_W
+    spatial = x.ndim - 2
+    if spatial not in (2, 3):
+        raise ValueError(f"augmentation transforms 2-D images and 3-D volumes; these have {spatial} spatial "
+                         "dimensions")
+    b = x.shape[0]
+    draws = torch.rand(b, 4 if spatial == 2 else 5, generator=generator).to(x.device)
     square = x.shape[-1] == x.shape[-2]
-    for j, op in enumerate((lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2))):
-        if j == 2 and not square:
-            break
+    ops = [(0, lambda t: t.flip(-1)), (1, lambda t: t.flip(-2))]
+    if square:
+        ops.append((2, lambda t: t.transpose(-1, -2)))
+    if spatial == 3:
+        ops.append((4, lambda t: t.flip(-3)))
+    for j, op in ops:
         on = draws[:, j] < 0.5
-        x = torch.where(on[:, None, None, None], op(x), x)
+        x = torch.where(on.view(b, *[1] * (x.ndim - 1)), op(x), x)
         if y is not None:
-            y = torch.where(on[:, None, None], op(y), y)
+            y = torch.where(on.view(b, *[1] * (y.ndim - 1)), op(y), y)
     lo, hi = math.log(gamma[0]), math.log(gamma[1])
     g = torch.exp(lo + (hi - lo) * draws[:, 3])
-    x = x.clamp_min(0.0) ** g[:, None, None, None].to(x.dtype)
+    x = x.clamp_min(0.0) ** g.view(b, *[1] * (x.ndim - 1)).to(x.dtype)
     return x, y
 
 

