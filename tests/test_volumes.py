@@ -88,3 +88,30 @@ def test_resampling_to_a_target_spacing():
     labels = Volume(np.array([[[0, 1], [2, 1]]] * 2, np.uint8), (1.0, 1.0, 1.0))
     up = resample(labels, (0.5, 0.5, 0.5), labels=True)
     assert up.data.shape == (4, 4, 4) and set(np.unique(up.data)) == {0, 1, 2}  # nearest: no new labels
+
+
+def test_a_labelled_folder_of_volumes_is_tiled_and_simulated(tmp_path):
+    from activeseg.config import SimConfig
+    from activeseg.data import load_dataset
+    from activeseg.loop import run_simulation
+
+    root = tmp_path / "lab"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:16, :16, :16]
+    for i in range(4):
+        ball = ((zz - 8) ** 2 + (yy - 4 - 2 * i) ** 2 + (xx - 8) ** 2) < 16
+        _nifti(root / "images" / f"sub_{i}.nii.gz", ball * 100 + rng.normal(0, 10, ball.shape), (1.0, 1.0, 1.0))
+        _nifti(root / "masks" / f"sub_{i}.nii.gz", ball, (1.0, 1.0, 1.0), np.uint8)
+    ds = load_dataset(str(root), patch_size=8)
+    assert ds.images.shape == (32, 1, 8, 8, 8) and ds.spatial_dims == 3 and ds.num_classes == 2
+    assert ds.item_ids[0] == "sub_0_z0_r0_c0" and len(set(ds.groups.tolist())) == 4
+    cfg = SimConfig(dataset=str(root), patch_size=8, depth=1, base_filters=4, steps=4, batch_size=2, initial=4,
+                    query=2, rounds=2, mc_samples=2, heatmaps=0, device="cpu", strategy="max_entropy",
+                    reference=False)
+    records = run_simulation(cfg, ds, tmp_path / "run", progress=False)
+    assert [r["n_annotations"] for r in records] == [4, 6]
+    (root / "masks" / "sub_3.nii.gz").unlink()
+    with pytest.raises(DatasetError, match="sub_3 have no label volume"):
+        load_dataset(str(root), patch_size=8)

@@ -245,10 +245,31 @@ def read_folder(images_dir: str | Path, masks_dir: str | Path | None, require_ma
     return out
 
 
+def is_volume_folder(images_dir: str | Path) -> bool:
+    """Whether a folder holds volumes: any NIfTI file (``.nii``, ``.nii.gz``) makes its TIFFs stacks too."""
+    folder = Path(images_dir)
+    return folder.is_dir() and any(p.name.lower().endswith((".nii", ".nii.gz")) for p in folder.iterdir())
+
+
 def load_folder(root: str | Path, patch_size: int = 64, classes: int | None = None,
                 ignore_index: int = IGNORE_INDEX) -> ImageDataset:
-    """A fully labelled ``root/images`` + ``root/masks`` folder, tiled into patches (one group per image)."""
+    """A fully labelled ``root/images`` + ``root/masks`` folder, tiled into patches (one group per image).
+
+    A folder of volumes (:func:`is_volume_folder`) is read by :func:`activeseg.data.volumes.read_volume_folder`
+    (every volume needs its label volume) and tiled into ``patch_size``³ cubes, each volume's intensities
+    scaled to [0, 1] between its 1st and 99.8th percentiles."""
     root = Path(root)
+    if is_volume_folder(root / "images"):
+        from activeseg.data.volumes import read_volume_folder
+
+        names, vols, labels, n_classes = read_volume_folder(root / "images", root / "masks", classes, ignore_index)
+        missing = [n for n, lab in zip(names, labels, strict=True) if lab is None]
+        if missing:
+            raise DatasetError(f"volume(s) {', '.join(missing)} have no label volume in {root / 'masks'}; a "
+                               "simulation needs every volume labelled")
+        scaled = [np.stack([normalize_percentile(ch) for ch in v.data]) for v in vols]
+        return tile_images(names, scaled, [lab.data for lab in labels], patch_size, groups=range(len(names)),
+                           num_classes=n_classes, class_names=read_class_names(root / "masks"))
     data = read_folder(root / "images", root / "masks", require_masks=True, classes=classes,
                        ignore_index=ignore_index)
     return tile_images(data.names, data.images, data.masks, patch_size, groups=range(len(data.names)),
