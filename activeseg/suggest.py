@@ -1,6 +1,7 @@
 """The human loop: train on the images that have masks, rank the ones that do not.
 
-Region strategies rank windows instead (:mod:`activeseg.suggest_regions`: ``regions.csv``). Otherwise
+Region strategies rank windows instead (:mod:`activeseg.suggest_regions`: ``regions.csv``); a folder of
+NIfTI volumes is ranked volume by volume (:mod:`activeseg.suggest_volumes`). Otherwise
 writes into ``out``: ``suggestions.csv`` (every unlabelled image, most worth labelling first: file, score,
 rank and the image's mean entropy, BALD, variation ratio and foreground std, all from the same MC passes),
 ``heatmaps/<rank>_<name>.png`` for the top ``k`` (image, prediction, uncertainty), ``model.pt`` (the
@@ -18,7 +19,7 @@ import numpy as np
 
 from activeseg.config import SimConfig
 from activeseg.data.dataset import ImageDataset
-from activeseg.data.folder import DatasetError, read_folder, tile_images
+from activeseg.data.folder import DatasetError, is_volume_folder, read_folder, tile_images
 from activeseg.engine import Engine, round_seed
 from activeseg.scoring import pick_device
 from activeseg.suggest_regions import suggest_regions
@@ -56,6 +57,18 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
 
     cfg = cfg or SimConfig()
     engine = Engine(cfg)
+    if is_volume_folder(images_dir):  # NIfTI volumes: patches to train on, sliding windows to score
+        from activeseg.suggest_volumes import suggest_volumes
+
+        out, t0 = Path(out), time.perf_counter()
+        device = pick_device(cfg.device)
+        rows, model, fitres = suggest_volumes(engine, images_dir, masks_dir, out, k, round_seed(cfg.seed, 1), device,
+                                              quiet)
+        torch.save(model.state_dict(), out / "model.pt")
+        meta = {**json.loads(cfg.to_json()), "unlabeled_volumes": len(rows), "best_val_dice": fitres.best_val,
+                "seconds": round(time.perf_counter() - t0, 2)}
+        (out / "config.json").write_text(json.dumps(meta, indent=1))
+        return rows
     data = read_folder(images_dir, masks_dir, require_masks=False, classes=cfg.classes,
                        ignore_index=cfg.ignore_index)
     labeled = [i for i, m in enumerate(data.masks) if m is not None]

@@ -115,3 +115,36 @@ def test_a_labelled_folder_of_volumes_is_tiled_and_simulated(tmp_path):
     (root / "masks" / "sub_3.nii.gz").unlink()
     with pytest.raises(DatasetError, match="sub_3 have no label volume"):
         load_dataset(str(root), patch_size=8)
+
+
+def test_suggest_ranks_unlabelled_volumes_and_writes_their_maps_beside_the_predictions(tmp_path):
+    import csv
+
+    from activeseg.config import SimConfig
+    from activeseg.suggest import suggest
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:12, :16, :16]
+    for i in range(5):
+        ball = ((zz - 6) ** 2 + (yy - 5 - i) ** 2 + (xx - 8) ** 2) < 12
+        _nifti(images / f"sub_{i}.nii.gz", ball * 100 + rng.normal(0, 10, ball.shape), (1.5, 1.0, 1.0))
+        if i < 3:
+            _nifti(masks / f"sub_{i}.nii.gz", ball, (1.5, 1.0, 1.0), np.uint8)
+    cfg = SimConfig(patch_size=8, depth=1, base_filters=4, steps=4, batch_size=2, mc_samples=2, device="cpu",
+                    strategy="bald")
+    rows = suggest(images, masks, tmp_path / "out", k=1, cfg=cfg, quiet=True)
+    assert [r["file"] for r in rows] != [] and {r["file"] for r in rows} == {"sub_3", "sub_4"}
+    assert [r["rank"] for r in rows] == [1, 2] and rows[0]["score"] >= rows[1]["score"]
+    with open(tmp_path / "out" / "suggestions.csv") as fh:
+        assert [r["file"] for r in csv.DictReader(fh)] == [r["file"] for r in rows]
+    for name in ("sub_3", "sub_4"):
+        pred = read_volume(tmp_path / "out" / "volumes" / f"{name}_prediction.nii.gz", labels=True)
+        unc = read_volume(tmp_path / "out" / "volumes" / f"{name}_uncertainty.nii.gz")
+        assert pred.data.shape == unc.data.shape[1:] == (12, 16, 16) and pred.spacing == (1.5, 1.0, 1.0)
+    assert len(list((tmp_path / "out" / "heatmaps").glob("001_*.png"))) == 3  # the top volume's three planes
+    assert (tmp_path / "out" / "model.pt").is_file()
+    with pytest.raises(ValueError, match="on volumes pick a map strategy"):
+        suggest(images, masks, tmp_path / "out2", k=1, cfg=cfg.replace(strategy="coreset"), quiet=True)
