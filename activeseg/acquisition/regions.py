@@ -155,6 +155,10 @@ def candidate_windows(shapes, size: int, stride: int = 0, labelled=None,
     """
     if mode not in LABELLED_MODES:
         raise ValueError(f"labelled must be one of {', '.join(LABELLED_MODES)}, got {mode!r}")
+    if any(len(shape) != 2 for shape in shapes):
+        raise ValueError("region queries pick windows of 2-D images; for volumes make the acquisition unit a "
+                         "patch (tile the volume, e.g. --dataset hippocampus or a folder of volumes) and use a "
+                         "whole-item strategy")
     if size < 1:
         raise ValueError(f"region size must be at least 1 pixel, got {size}")
     parts = []

@@ -47,6 +47,9 @@ def discriminate(labelled_M_C_H_W, unlabelled_N_C_H_W, seed: int, steps: int = 3
     unl = torch.as_tensor(np.asarray(unlabelled_N_C_H_W, dtype=np.float32))
     if len(lab) == 0 or len(unl) == 0:
         raise ValueError(f"VAAL needs labelled and unlabelled images; got {len(lab)} and {len(unl)}")
+    if lab.ndim != 4:
+        raise ValueError(f"vaal's VAE takes 2-D images [N, C, H, W]; these are {lab.ndim - 2}-D {tuple(lab.shape)}: "
+                         "3-D volumes are not supported by vaal, pick another strategy")
     if lab.shape[1:] != unl.shape[1:]:
         raise ValueError(f"labelled images {tuple(lab.shape[1:])} and candidates {tuple(unl.shape[1:])} differ")
     gen = torch.Generator().manual_seed(int(seed))  # batches
