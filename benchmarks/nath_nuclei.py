@@ -26,11 +26,15 @@ epistemic term named by strategy: ``nath_entropy`` (Eq. 3 as written), ``bald`` 
 disagreement) and ``nath_entropy_mi`` (Eq. 3 + MI), into ``nath_fixed_runs`` and ``nath_fixed.md``, with
 the seed-level report of each mode (paired over seeds, bootstrap CIs, Holm) beside the paper-style table.
 
+``--recipe 3d`` runs the paper's six variants in 3-D (``configs/nath_3d.toml``: patch queries inside one brain,
+``hippocampus``, with a deep-ensemble committee of 3-D U-Nets) into ``nath_3d_runs`` and ``nath_3d.md``.
+
 Usage::
 
     python benchmarks/nath_nuclei.py --seeds 3 --workers 2 --hours 2.5
     python benchmarks/nath_nuclei.py --results-only
     python benchmarks/nath_nuclei.py --recipe fixed --seeds 5 --hours 3
+    python benchmarks/nath_nuclei.py --recipe 3d --seeds 3 --hours 3
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ RECIPES = {  # config, strategies, results name, default runs folder
     "committed": ("configs/nath_nuclei.toml", STRATEGIES, "nath_nuclei", str(RESULTS / "nath_nuclei_runs")),
     "fixed": ("configs/nath.toml", ["random", "nath_entropy", "bald", "nath_entropy_mi"], "nath_fixed",
               str(RESULTS / "nath_fixed_runs")),
+    "3d": ("configs/nath_3d.toml", ["random", "nath_entropy", "nath_entropy_mi"], "nath_3d",
+           str(RESULTS / "nath_3d_runs")),
 }
 PAPER_ROW = {"nath_entropy": "max_entropy", "nath_entropy_mi": "entropy_mi"}  # the paper's rows they re-run
 MODES = {"delete": "Delete", "nodelete": "No Delete"}
@@ -75,7 +81,7 @@ def best_round(run) -> dict:
 
 
 def table(out: Path, cfg) -> dict:
-    available = cfg.initial + cfg.max_pool
+    available = None if cfg.max_pool is None else cfg.initial + cfg.max_pool  # else: the ledgers' pool size
     rows: dict[str, dict] = {}
     best_items: dict[str, dict[int, np.ndarray]] = {}
     for mode in MODES:
@@ -86,6 +92,7 @@ def table(out: Path, cfg) -> dict:
                 continue
             key = f"{run.strategy}/{mode}"
             rec = best_round(run)
+            available = available or int(rec["pool_size"])
             row = rows.setdefault(key, {"strategy": run.strategy, "mode": mode, "seeds": [], "val_dice": [],
                                         "test_dice": [], "pct_data": [], "train_size": [], "best_round": [],
                                         "rounds_done": []})
@@ -138,7 +145,9 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
     doc["invocations"] = invocations
     doc["paper_table1_hippocampus"] = {f"{s}/{m}": v for (s, m), v in PAPER.items()}
     results.mkdir(parents=True, exist_ok=True)
-    seed_level = seed_level_reports(out, results, name, host) if recipe == "fixed" else []
+    seed_level = seed_level_reports(out, results, name, host) if recipe in ("fixed", "3d") else []
+    committee = {"svgd": "SVGD", "ensemble": "deep ensemble", "bootstrap": "bootstrap"}.get(cfg.estimator,
+                                                                                          cfg.estimator)
     if host:
         doc["host"] = host
     (results / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -166,7 +175,7 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
                      f"| {paper_cell} |")
     ref = doc["reference"]
     if ref:
-        lines.append(f"| Full pool, SVGD | {len(ref)} | {_ms([r['val_dice'] for r in ref])} "
+        lines.append(f"| Full pool, {committee} | {len(ref)} | {_ms([r['val_dice'] for r in ref])} "
                      f"| {_ms([r['test_dice'] for r in ref])} | 100 % | {ref[0]['n_annotations']} | — "
                      "| 0.7257 / 0.7093 / 100 % |")
     hours = sum(i["hours"] for i in invocations)
@@ -175,13 +184,15 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
                 "steps per round")
     cfg_name = invocations[-1].get("config", "configs/nath_nuclei.toml") if invocations else "configs/nath_nuclei.toml"
     md = "\n".join([
-        "# Nath et al. (2020) Table 1 on real nuclei patches: SVGD committee, Delete vs NoDelete",
+        f"# Nath et al. (2020) Table 1 on {'3-D patches of one brain' if recipe == '3d' else 'real nuclei patches'}: "
+        f"{committee} committee, Delete vs NoDelete",
         "",
         f"Per run, the round with the best validation Dice; its test Dice; the data used then (annotations / "
         f"{doc['available']} patches of initial set + pool); mean ± sd over seeds. p: Wilcoxon signed-rank "
         "test of per-patch test Dice at the best rounds against Random Delete, paired by (seed, patch). "
-        "Last column: the paper's hippocampus numbers (val / test / % data), for the form only: another "
-        "dataset and 3-D.",
+        "Last column: the paper's hippocampus numbers (val / test / % data), for the form only: "
+        + ("their hippocampus MRIs of many subjects against one atlas-labelled brain here." if recipe == "3d" else
+           "another dataset and 3-D."),
         "",
         "| method | seeds | best val Dice | its test Dice | % data | training-set size | p vs Random Delete "
         "| paper (hippocampus) |",
@@ -189,11 +200,13 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
         *lines,
         "",
         f"Protocol (`{cfg_name}`): {cfg.initial} initial patches, +{cfg.query} per round, "
-        f"{cfg.rounds} rounds, a pool of {cfg.max_pool} patches ({cfg.patch_size}×{cfg.patch_size}); "
-        f"SVGD with K = {cfg.members} U-Nets (depth {cfg.depth}, {cfg.base_filters} filters), "
-        f"{schedule} (lr {cfg.lr:g}, batch {cfg.batch_size}), objective {cfg.svgd_objective}, kernel "
-        f"{cfg.svgd_kernel}, Gaussian prior λ = {cfg.prior_precision:g}, the committee's mean prediction "
-        f"evaluated. Wall time {hours:.2f} h over "
+        f"{cfg.rounds} rounds, a pool of {cfg.max_pool or 'all'} patches "
+        f"({'×'.join([str(cfg.patch_size)] * (3 if recipe == '3d' else 2))}); "
+        f"{committee} of K = {cfg.members} U-Nets (depth {cfg.depth}, {cfg.base_filters} filters), "
+        f"{schedule} (lr {cfg.lr:g}, batch {cfg.batch_size})"
+        + (f", objective {cfg.svgd_objective}, kernel {cfg.svgd_kernel}, Gaussian prior λ = {cfg.prior_precision:g}"
+           if cfg.estimator == "svgd" else "")
+        + f", the committee's mean prediction evaluated. Wall time {hours:.2f} h over "
         f"{len(invocations)} invocation(s) of `python benchmarks/nath_nuclei.py` on 2 CPU cores.",
         "",
         f"Host: {host}." if host else "Host: not recorded (these runs predate the host line).",
@@ -241,7 +254,8 @@ def seed_level_reports(out: Path, results: Path, name: str, host: str | None) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="committed",
-                    help="committed (configs/nath_nuclei.toml, the committed study) or fixed (configs/nath.toml)")
+                    help="committed (configs/nath_nuclei.toml, the committed study), fixed (configs/nath.toml) or 3d "
+                    "(configs/nath_3d.toml)")
     ap.add_argument("--out", default=None, help="folder of the runs' ledgers (default: the recipe's)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
