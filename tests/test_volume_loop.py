@@ -39,3 +39,23 @@ def test_two_rounds_in_3d_write_a_ledger_and_volume_heatmaps(hippocampus, tmp_pa
     assert records[1]["cost"] == records[0]["cost"] + sum(s["cost"] for s in picked)  # outlined slice by slice
     planes = sorted(p.name.rsplit("_", 1)[1] for p in (tmp_path / "heatmaps").rglob("*.png"))
     assert planes == ["axial.png", "coronal.png", "sagittal.png"]
+
+
+def test_cells3d_cubes_split_in_the_plane_with_guard_bands():
+    from activeseg.data import load_dataset
+
+    ds = load_dataset("cells3d", patch_size=16, quiet=True)
+    assert ds.images.shape[1:] == (1, 16, 16, 16) and ds.class_names == ("background", "nucleus")
+    parts = {"val": ds.official_val, "test": ds.official_test}
+    parts["pool"] = np.setdiff1d(np.arange(len(ds)), np.concatenate(list(parts.values())))
+    assert all(len(v) for v in parts.values())
+    # the parts' (y, x) footprints are 32 px apart or more, in every slice
+    for a in parts:
+        for b in parts:
+            if a < b:
+                ba, bb = ds.boxes[parts[a]], ds.boxes[parts[b]]
+                gap_y = np.maximum(bb[:, None, 1] - ba[None, :, 4], ba[None, :, 1] - bb[:, None, 4])
+                gap_x = np.maximum(bb[:, None, 2] - ba[None, :, 5], ba[None, :, 2] - bb[:, None, 5])
+                assert np.maximum(gap_y, gap_x).min() >= 32
+    assert not (ds.targets[parts["pool"]] == 255).any()  # only held-out parts ignore their crossing nuclei
+    assert (ds.targets[parts["test"]] == 1).any() and (ds.targets[parts["val"]] == 1).any()

@@ -176,3 +176,46 @@ def load_scratch(patch_size: int = 64, local: str | None = None, quiet: bool = F
     source = Source("scratch", _planes(movie[0]), scratch_classes(movie[2], movie[3]),
                     [link_planes(movie[2]), per_plane_ids(movie[3])], [f"t{t:02d}" for t in range(movie.shape[1])])
     return spatial_dataset([source], patch_size, 3, ("background", "cytoplasm", "nucleus"))
+
+
+def load_cells3d(patch_size: int = 16, local: str | None = None, quiet: bool = False) -> ImageDataset:
+    """The cells3d nuclei stack as a volume: its 43 labelled slices (z 17-59, contiguous; voxels 0.29 × 0.26 ×
+    0.26 µm), nucleus vs background, cut into ``patch_size``³ cubes.
+
+    The split is made in the (y, x) plane through every slice, as ``nuclei``'s (``strip_layout``: test,
+    validation and pool regions with 32-px guard bands), so no nucleus is on both sides: a nucleus of a test
+    or validation region that also lies in another region's cubes is 255 there (not scored). Cubes start at
+    the first labelled slice; the slices left over below a whole cube are not used.
+    """
+    from activeseg.data.spatial import PARTS, strip_layout
+
+    raw = _read(local, quiet)
+    image, inst = normalize_percentile(raw["cells3d_img"]), raw["cells3d_lab"]
+    p = int(patch_size)
+    depth = inst.shape[0] // p * p
+    if depth == 0:
+        raise ValueError(f"patch_size={p} is deeper than the {inst.shape[0]} labelled slices; use 4 to {inst.shape[0]}")
+    layout = strip_layout(inst.shape[1:], p, guard=32)
+    ids = {}
+    for part in PARTS:
+        y0, x0, y1, x1 = layout.region(part)
+        ids[part] = set(np.unique(inst[:depth, y0:y1, x0:x1]).tolist()) - {0}
+    images, targets, names, parts, boxes = [], [], [], [], []
+    for part in PARTS:
+        y0, x0, y1, x1 = layout.region(part)
+        crossing = set().union(*(ids[o] for o in PARTS if o != part)) & ids[part] if part != "pool" else set()
+        for z in range(0, depth, p):
+            for y in range(y0, y1 - p + 1, p):
+                for x in range(x0, x1 - p + 1, p):
+                    box = (slice(z, z + p), slice(y, y + p), slice(x, x + p))
+                    mask = (inst[box] > 0).astype(np.uint8)
+                    mask[np.isin(inst[box], list(crossing))] = 255
+                    images.append(image[box][None].astype(np.float32))
+                    targets.append(mask)
+                    names.append(f"cells3d_z{z + int(raw['cells3d_z'][0]):02d}_y{y:03d}_x{x:03d}")
+                    parts.append(part)
+                    boxes.append((z, y, x, z + p, y + p, x + p))
+    parts_a = np.array(parts)
+    return ImageDataset(np.stack(images), np.stack(targets), names, np.arange(len(names)), num_classes=2,
+                        official_test=np.flatnonzero(parts_a == "test"), official_val=np.flatnonzero(parts_a == "val"),
+                        class_names=("background", "nucleus"), boxes=np.array(boxes))
