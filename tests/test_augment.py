@@ -128,3 +128,21 @@ def test_dihedral_moves_volumes_and_their_masks_together_and_2d_draws_stay_the_s
     assert torch.equal(a.get_state(), b.get_state())
     with pytest.raises(ValueError, match="4 spatial"):
         dihedral_batch(torch.rand(1, 1, 2, 2, 2, 2), None, a)
+
+
+def test_affine_rotates_volumes_in_plane_and_keeps_masks_on_their_voxels():
+    from activeseg.data.augment import augment_batch
+
+    vol = torch.zeros(4, 1, 6, 16, 16)
+    vol[:, :, :, 6:10, 6:10] = 1.0  # a bar through every slice, centred in the plane
+    mask = (vol[:, 0] > 0.5).long()
+    out, moved = augment_batch(vol, mask, torch.Generator().manual_seed(0), max_shift=0.0)
+    assert out.shape == vol.shape and moved.shape == mask.shape and moved.dtype == mask.dtype
+    # an in-plane rotation about the volume's axis keeps the bar in every slice, the same in each
+    assert torch.equal(moved, moved[:, :1].expand_as(moved))
+    assert ((out[:, 0] > 0.5).long() == moved).float().mean() > 0.95  # the mask follows the image
+    a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    augment_batch(torch.rand(3, 1, 8, 8), None, a)
+    for _ in range(6):  # angle, zoom, two shifts, two flips: 2-D draws as before volumes were supported
+        torch.rand(3, generator=b)
+    assert torch.equal(a.get_state(), b.get_state())

@@ -1,5 +1,5 @@
-"""Training augmentations of images and masks together: random affine (shift, rotation, flip, zoom; 2-D) or
-the dihedral group (flips, 90° rotations) with gamma (2-D and 3-D)."""
+"""Training augmentations of images and masks together, 2-D and 3-D: random affine (shift, rotation, flip,
+zoom; volumes rotate in-plane) or the dihedral group (flips, 90° rotations) with gamma."""
 
 from __future__ import annotations
 
@@ -7,12 +7,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-
-def _check_2d(images: torch.Tensor) -> None:
-    if images.ndim != 4:
-        raise ValueError(f"the affine augmentation transforms 2-D images; these have {images.ndim - 2} spatial "
-                         "dimensions: use --augment-style dihedral (flips, rotations and gamma in 3-D too)")
 
 
 def augment_batch(
@@ -26,21 +20,26 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply one random affine transform (plus flips) per item.
 
-    Images are resampled bilinearly, masks with nearest neighbour; pixels shifted in from outside the
-    patch are reflected. All randomness comes from ``generator``.
+    Images are resampled bilinearly (trilinearly), masks with nearest neighbour; pixels shifted in from
+    outside the patch are reflected. Volumes ``[B, C, D, H, W]`` are rotated in the H-W plane (about the D
+    axis, where a scan's spacing is usually equal), shifted and zoomed in H and W, and also flipped along D.
+    All randomness comes from ``generator`` (2-D batches draw what they drew before volumes were supported).
 
     Args:
-        images_B_C_H_W: float images.
+        images_B_C_H_W: float images ``[B, C, H, W]`` or volumes ``[B, C, D, H, W]``.
         masks_B_H_W: integer class masks, or None (classification: labels do not move).
         max_rotation_deg: rotation drawn uniformly in ±this.
         max_shift: translation drawn uniformly in ±this fraction of the side.
         zoom: scale range.
-        flip: random horizontal and vertical flips.
+        flip: random flips along every spatial axis.
 
     Returns:
         (augmented images, augmented masks or None) of the input shapes and dtypes.
     """
-    _check_2d(images_B_C_H_W)
+    spatial = images_B_C_H_W.ndim - 2
+    if spatial not in (2, 3):
+        raise ValueError(f"augmentation transforms 2-D images and 3-D volumes; these have {spatial} spatial "
+                         "dimensions")
     b = images_B_C_H_W.shape[0]
     dev = images_B_C_H_W.device
 
@@ -56,9 +55,16 @@ def augment_batch(
         sx = torch.where(uniform(0, 1) < 0.5, -sx, sx)
         sy = torch.where(uniform(0, 1) < 0.5, -sy, sy)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack(
-        [torch.stack([cos * sx, -sin * sy, tx], 1), torch.stack([sin * sx, cos * sy, ty], 1)], 1
-    )
+    zero = torch.zeros(b, device=dev)
+    if spatial == 2:
+        theta = torch.stack(
+            [torch.stack([cos * sx, -sin * sy, tx], 1), torch.stack([sin * sx, cos * sy, ty], 1)], 1
+        )
+    else:  # grid coordinates are (x, y, z): rotate x-y, flip z
+        sz = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0) if flip else torch.ones(b, device=dev)
+        theta = torch.stack([torch.stack([cos * sx, -sin * sy, zero, tx], 1),
+                             torch.stack([sin * sx, cos * sy, zero, ty], 1),
+                             torch.stack([zero, zero, sz, zero], 1)], 1)
     grid = F.affine_grid(theta, list(images_B_C_H_W.shape), align_corners=False)
     images = F.grid_sample(images_B_C_H_W, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if masks_B_H_W is None:
