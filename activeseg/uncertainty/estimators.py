@@ -27,8 +27,9 @@ convolutions and cheaper dropout masks; the caller's model is never changed.
 * **Channels-last** (``channels_last=True``, the default): 2-D convolutions run in NHWC, the layout CPU
   convolution kernels (oneDNN) prefer.
 * **Reduced precision** (``precision``): the copy's weights in ``"bfloat16"`` (CPU) or ``"float16"``
-  (CUDA); ``"auto"``, the default, picks bfloat16 on a CPU with native bf16 instructions, float16 on
-  CUDA, float32 otherwise. The probabilities are always returned as float32 and scores are reduced in
+  (CUDA); ``"auto"``, the default, picks float16 on CUDA and, on a CPU with native bf16 instructions,
+  bfloat16 only where a one-off probe on the host finds it faster (:mod:`activeseg.uncertainty.precision`),
+  float32 otherwise. The probabilities are always returned as float32 and scores are reduced in
   float32.
 * **torch.compile** (``compile=True``): the stochastic part is compiled once per model (tens of
   seconds), which only pays on large pools.
@@ -65,14 +66,17 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device) -> torch.dtype:
-    """The compute dtype of ``precision`` on ``device`` (``"auto"``: bf16 on a bf16 CPU, fp16 on CUDA)."""
+    """The compute dtype of ``precision`` on ``device`` (``"auto"``: fp16 on CUDA; on a CPU bf16 where it is
+    measured faster, :mod:`activeseg.uncertainty.precision`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision '{precision}' is not one of {PRECISIONS}")
     cuda = torch.device(device).type == "cuda"
     if precision == "auto":
         if cuda:
             return torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+        from activeseg.uncertainty.precision import auto_cpu_dtype
+
+        return auto_cpu_dtype()  # bf16 only where a probe on this host found it faster (kept per host)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
 
