@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
+import logging
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,17 +119,38 @@ def _fingerprint(model: nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in [*model.parameters(), *model.buffers()])
 
 
-def _scoring_model(model: nn.Module, dtype: torch.dtype, channels_last: bool, cache=None):
-    """``(prefix or None, suffix, copy)``: the inference copy and its deterministic / stochastic parts; with
-    a ``cache`` (a weak dict) the suffix is compiled once per model and weights (kept until they change)."""
+def _split(net: nn.Module, example: torch.Tensor | None):
+    """``(prefix or None, suffix)``: the model's own ``stochastic_split()``, else one found by tracing
+    (:func:`activeseg.uncertainty.fx_split.traced_split`), else the whole model (logged once, with why)."""
+    split = getattr(net, "stochastic_split", None)
+    if split is not None:
+        return split()
+    if example is None:
+        return None, net
+    from activeseg.uncertainty.fx_split import traced_split
+
+    try:
+        found = traced_split(net, example)
+    except Exception as err:  # tracing fails in many ways on arbitrary models; the plain path always works
+        logging.getLogger("activeseg").info("activeseg: %s is scored whole, K full passes (its deterministic "
+                                            "prefix could not be traced: %s: %s)", type(net).__name__,
+                                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        return None, net
+    return found if found is not None else (None, net)
+
+
+def _scoring_model(model: nn.Module, dtype: torch.dtype, channels_last: bool, cache=None,
+                   example: torch.Tensor | None = None):
+    """``(prefix or None, suffix, copy)``: the inference copy and its deterministic / stochastic parts (see
+    :func:`_split`; ``example`` is a batch for tracing); with a ``cache`` (a weak dict) the suffix is compiled
+    once per model and weights (kept until they change)."""
     key = (dtype, channels_last)
     if cache is not None:
         cached = cache.get(model)
         if cached is not None and cached[0] == (key, _fingerprint(model)):
             return cached[1]
     net = inference_copy(model, dtype, channels_last)
-    split = getattr(net, "stochastic_split", None)
-    prefix, suffix = split() if split is not None else (None, net)
+    prefix, suffix = _split(net, example)
     if cache is not None:
         suffix = torch.compile(suffix, dynamic=False)
         cache[model] = ((key, _fingerprint(model)), (prefix, suffix, net))
@@ -163,13 +186,18 @@ class _FixedMasks:
         return (x.view(len(masks), -1, *x.shape[1:]) * masks[:, None]).view_as(x)
 
     def __enter__(self):
+        self._before = {id(layer): layer.__dict__.get("forward") for layer in self.layers}  # seeded_dropout's
         for layer in self.layers:
             layer.forward = lambda x, layer=layer: self._forward(layer, x)
         return self
 
     def __exit__(self, *exc) -> None:
-        for layer in self.layers:
-            del layer.forward  # back to the class's forward
+        for layer in self.layers:  # back to what was there: the class's forward or an outer override
+            before = self._before[id(layer)]
+            if before is None:
+                del layer.forward
+            else:
+                layer.forward = before
 
 
 @dataclass(frozen=True)
@@ -214,14 +242,19 @@ class MCDropout:
             )
         dtype = resolve_precision(self.precision, device)
         device = torch.device(device)
+        batches = iter_batches(images_N_C_H_W, self.batch_size)
+        first = next(batches, None)
+        if first is None:
+            return
+        example = _as_tensor(first, device).to(dtype)
         prefix, suffix, net = _scoring_model(model.to(device), dtype, self.channels_last,
-                                             self._compiled if self.compile else None)
+                                             self._compiled if self.compile else None, example)
         nhwc = any(p.is_contiguous(memory_format=torch.channels_last) and p.ndim == 4 for p in net.parameters())
         gen = torch.Generator(device=device).manual_seed(self.seed)
         with torch.inference_mode(), generator_for(net, gen):
             fixed = _FixedMasks(suffix, self.k, gen) if self.consistent else contextlib.nullcontext()
             with fixed:
-                for batch in iter_batches(images_N_C_H_W, self.batch_size):
+                for batch in itertools.chain([first], batches):
                     x = _as_tensor(batch, device).to(dtype)
                     if nhwc and x.ndim == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
