@@ -38,7 +38,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 class NoSplit(torch.nn.Module):
-    """The same network without ``stochastic_split``, so MC dropout takes the plain K-pass loop."""
+    """The same network without ``stochastic_split`` and not traced for one (``trace_split = False``), so MC
+    dropout takes the plain K-pass loop."""
+
+    trace_split = False
 
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()

@@ -16,6 +16,10 @@ patch, cycled to reach 10,000 files). K = 20 MC-dropout passes, BALD scores.
 3. **Ranking**: Spearman correlation of BALD and entropy scores between our default path and the
    float32 reference on the same (consistent) dropout masks, on the 256 distinct real patches.
 4. This machine's matmul peak (4096² ``torch.mm``, float32 and bfloat16) with the same threads.
+5. **A user's own U-Net** (defined here: 4 levels, 16 filters, ``Dropout2d`` after every pooling, declaring
+   nothing) on the same 64 images: the naive loop, our default path (the deterministic prefix found by
+   tracing), our float32 path, and our float32 path with tracing turned off; achieved GFLOP/s (FLOPs counted
+   on each path) and their share of the measured matmul peak of the dtype used.
 
 Writes ``benchmarks/results/score_pool.md`` and ``.json``.
 
@@ -154,8 +158,10 @@ def naive_loop(model, images: np.ndarray, k: int, batch_size: int = 16) -> np.nd
 
     bald = get_strategy("bald")
     model.eval()
+    from activeseg.uncertainty.dropout import DROPOUT_TYPES
+
     for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
+        if isinstance(m, DROPOUT_TYPES):
             m.train()
     scores = []
     with torch.no_grad():
@@ -215,6 +221,82 @@ def side_by_side(work: Path, k: int, repeats: int, with_baal: bool) -> dict:
             "seconds": {name: float(np.median(t)) for name, t in times.items()}, "all_seconds": times}
 
 
+# ------------------------------------------------------------------------ 5. a user's own U-Net
+class UserUNet(torch.nn.Module):
+    """A plain 4-level U-Net as a user writes it (16 filters, batch norm, ``Dropout2d`` after every pooling)
+    that declares nothing: MC dropout finds its deterministic prefix by tracing."""
+
+    def __init__(self, f: int = 16) -> None:
+        super().__init__()
+        nn = torch.nn
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        ch = [f, 2 * f, 4 * f, 8 * f, 16 * f]
+        self.down = nn.ModuleList([block(1, ch[0])] + [block(ch[i], ch[i + 1]) for i in range(3)])
+        self.drops = nn.ModuleList([nn.Dropout2d(0.2) for _ in range(4)])
+        self.bottom = block(ch[3], ch[4])
+        self.ups = nn.ModuleList([nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2) for i in reversed(range(4))])
+        self.dec = nn.ModuleList([block(2 * ch[i], ch[i]) for i in reversed(range(4))])
+        self.head = nn.Conv2d(ch[0], 2, 1)
+
+    def forward(self, x):
+        skips = []
+        for block, drop in zip(self.down, self.drops, strict=True):
+            x = block(x)
+            skips.append(x)
+            x = drop(torch.nn.functional.max_pool2d(x, 2))
+        x = self.bottom(x)
+        for up, block in zip(self.ups, self.dec, strict=True):
+            x = block(torch.cat([up(x), skips.pop()], 1))
+        return self.head(x)
+
+
+def user_unet(work: Path, k: int, repeats: int, peaks: dict) -> dict:
+    """Naive loop against our paths on the user's U-Net (same 64 images): seconds, GFLOP/s, share of peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from activeseg.scoring import score_pool
+    from activeseg.uncertainty import MCDropout
+    from activeseg.uncertainty.estimators import resolve_precision
+
+    torch.manual_seed(0)
+    model = UserUNet().eval()
+    images = pool_array(work, 64)
+    with FlopCounterMode(display=False) as full, torch.no_grad():
+        model(torch.from_numpy(images[:1]))
+    untraced = UserUNet().eval()
+    untraced.load_state_dict(model.state_dict())
+    untraced.trace_split = False
+    with FlopCounterMode(display=False) as ours:
+        list(MCDropout(k=k, precision="float32").batches(model, images[:1]))
+    flops = {"naive K-pass loop": k * full.get_total_flops(), "ours (default)": ours.get_total_flops(),
+             "ours, float32": ours.get_total_flops(), "ours, float32, not traced": k * full.get_total_flops()}
+    auto = str(resolve_precision("auto", "cpu")).removeprefix("torch.")
+    variants = {
+        "naive K-pass loop": lambda: naive_loop(model, images, k),
+        "ours (default)": lambda: score_pool(model, images, "bald", estimator=MCDropout(k=k), device="cpu"),
+        "ours, float32": lambda: score_pool(model, images, "bald", estimator=MCDropout(k=k, precision="float32"),
+                                            device="cpu"),
+        "ours, float32, not traced": lambda: score_pool(untraced, images, "bald",
+                                                        estimator=MCDropout(k=k, precision="float32"), device="cpu"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(_timed(fn))
+            print(f"  user U-Net, {name}: {times[name][-1]:.2f} s", flush=True)
+    rows = {}
+    for name, t in times.items():
+        sec = float(np.median(t))
+        dtype = auto if name == "ours (default)" else "float32"
+        gflops = flops[name] * len(images) / sec / 1e9
+        rows[name] = {"seconds": sec, "dtype": dtype, "gflops": gflops, "share_of_peak": gflops / peaks[dtype]}
+    return {"n": len(images), "rows": rows}
+
+
 # ------------------------------------------------------------------------------------ 3. ranking
 def ranking(work: Path, n_real: int, k: int) -> dict:
     from scipy import stats
@@ -236,6 +318,19 @@ def ranking(work: Path, n_real: int, k: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------- report
+def user_section(user: dict | None) -> list[str]:
+    if not user:
+        return []
+    naive = user["rows"]["naive K-pass loop"]["seconds"]
+    out = ["", f"## A user's own U-Net (4 levels, `Dropout2d`, declares nothing), {user['n']} images", "",
+           "| path | dtype | seconds | × faster than naive | achieved GFLOP/s | share of that dtype's matmul peak |",
+           "|---|---|---|---|---|---|"]
+    out += [f"| {name} | {r['dtype']} | {r['seconds']:.2f} | {naive / r['seconds']:.2f} | {r['gflops']:.0f} | "
+            f"{100 * r['share_of_peak']:.0f}% |" for name, r in user["rows"].items()]
+    return out + ["", "Our paths trace the model for its deterministic prefix (the first block, and the skip "
+                  "half of the last decoder convolution, run once per batch); `not traced` opts out."]
+
+
 def write(doc: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "score_pool.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -276,6 +371,7 @@ def write(doc: dict) -> None:
            f"## Ranking on {doc['ranking']['n']} real patches, same dropout masks", "",
            "| score | Spearman, default path vs float32 reference |", "|---|---|"]
     md += [f"| {name} | {doc['ranking'][name]:.4f} |" for name in ("bald", "max_entropy")]
+    md += user_section(doc.get("user_unet"))
     (RESULTS / "score_pool.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -313,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         print("side by side ...", flush=True)
         doc["side_by_side"] = side_by_side(work, args.k, args.repeats, not args.no_baal)
         doc["ranking"] = ranking(work, n_real, args.k)
+        print("a user's U-Net ...", flush=True)
+        doc["user_unet"] = user_unet(work, args.k, args.repeats, doc["matmul_gflops"])
         doc["sizes"] = []
         for n in sizes:
             print(f"pool of {n} ...", flush=True)

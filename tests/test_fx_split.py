@@ -77,3 +77,12 @@ def test_mc_dropout_through_the_traced_split_equals_the_plain_path(consistent, c
     assert split.std(1).max() > 1e-3  # the K passes differ: dropout was on
     assert any("Untraceable is scored whole" in r.message for r in caplog.records)
     assert not any("UserUNet is scored whole" in r.message for r in caplog.records)
+
+
+def test_a_model_may_opt_out_of_tracing():
+    from activeseg.uncertainty.estimators import _split
+
+    net = _trained(UserUNet)
+    assert _split(net, torch.rand(1, 1, 16, 16))[0] is not None
+    net.trace_split = False
+    assert _split(net, torch.rand(1, 1, 16, 16)) == (None, net)

@@ -125,7 +125,7 @@ def _split(net: nn.Module, example: torch.Tensor | None):
     split = getattr(net, "stochastic_split", None)
     if split is not None:
         return split()
-    if example is None:
+    if example is None or getattr(net, "trace_split", True) is False:  # a model may opt out of tracing
         return None, net
     from activeseg.uncertainty.fx_split import traced_split
 
