@@ -69,10 +69,12 @@ def test_the_spatial_rank_is_read_from_the_data():
     vol = ImageDataset(np.zeros((3, 1, 8, 8, 8), np.float32), np.zeros((3, 8, 8, 8), np.uint8),
                        ["v_0", "v_1", "v_2"], np.arange(3))
     assert vol.spatial_dims == 3 and vol.task == "segmentation"
-    with pytest.raises(ValueError, match="3 spatial dimensions but this U-Net is 2-D"):
-        Engine(SimConfig(depth=2, base_filters=4)).new_network(vol, 0)
-    with pytest.raises(ValueError, match="3 spatial dimensions: turn it off"):
-        augment_batch(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 8, 8, 8), torch.Generator())
+    net = Engine(SimConfig(depth=2, base_filters=4)).new_network(vol, 0)  # the data's rank picks a 3-D U-Net
+    assert net.spatial_dims == 3 and net(torch.zeros(1, 1, 8, 8, 8)).shape == (1, 2, 8, 8, 8)
+    images, masks = augment_batch(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 8, 8, 8), torch.Generator())
+    assert images.shape == (1, 1, 8, 8, 8) and masks.shape == (1, 8, 8, 8)
+    with pytest.raises(ValueError, match="4 spatial"):
+        augment_batch(torch.zeros(1, 1, 4, 4, 4, 4), None, torch.Generator())
     with pytest.raises(ValueError, match=r"targets must be \[N\] class labels or \[N, \*spatial\]"):
         ImageDataset(np.zeros((3, 1, 8, 8, 8), np.float32), np.zeros((3, 8, 8), np.uint8), ["a", "b", "c"],
                      np.arange(3))
