@@ -378,5 +378,5 @@ def test_load_dataset_accepts_a_folder_and_lists_names(tmp_path):
     write(tmp_path / "images" / "a.png", ramp(64, 64, np.uint8))
     write(tmp_path / "masks" / "a.png", binary_mask(64, 64))
     assert len(load_dataset(str(tmp_path), patch_size=32)) == 4
-    with pytest.raises(ValueError, match=r"unknown dataset 'nucleii'.*\['mnist', 'nuclei', "):
+    with pytest.raises(ValueError, match=r"unknown dataset 'nucleii'.*\['cells3d', 'hippocampus', 'mnist', 'nuclei', "):
         load_dataset("nucleii")
