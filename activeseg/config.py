@@ -49,8 +49,8 @@ class TrainConfig:
                             "(the committed studies)")
     checkpoint: str = _f("last", "last: the final (averaged) weights; best: the weights with the best validation "
                          "score (the committed studies)")
-    train_precision: str = _f("float32", "float32, or bfloat16: mixed-precision training (faster on CPUs with "
-                              "AVX512-BF16/AMX)")
+    train_precision: str = _f("float32", "float32, or mixed precision: bfloat16 (faster on CPUs with AVX512-BF16/AMX "
+                              "and on recent GPUs) or float16 (CUDA, with loss scaling)")
 
     def steps_for(self, n: int) -> int:
         """Adam steps for ``n`` training items: ``steps``, or the ``epochs`` schedule clipped to

@@ -137,7 +137,11 @@ def fit(
     if len(images) == 0:
         raise ValueError("cannot train on an empty training set; label at least one image")
     check_train_config(cfg)
-    mixed = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.train_precision == "bfloat16")
+    half = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.train_precision)
+    if half is torch.float16 and torch.device(device).type != "cuda":
+        raise ValueError("train_precision float16 needs a CUDA device; on a CPU use bfloat16 or float32")
+    mixed = torch.autocast(torch.device(device).type, dtype=half or torch.float32, enabled=half is not None)
+    scaler = torch.amp.GradScaler("cuda", enabled=half is torch.float16)  # float16 gradients need scaling
     keep_last = cfg.checkpoint == "last"
     model.to(device).train()
     steps = cfg.steps_for(len(images))
@@ -152,12 +156,13 @@ def fit(
     best_state = None if keep_last else copy.deepcopy(model.state_dict())
     with seeded_dropout(model, dropout_generator(generator, device)):
         for step, x, y in training_batches(images, targets, cfg, steps, generator, device):
-            with mixed:  # bfloat16 needs no loss scaling; the loss itself is computed in float32
+            with mixed:  # the loss itself is computed in float32
                 out = model(x)
             loss = loss_fn(loss_name, out.float(), y, weights)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()  # the identity unless float16
+            scaler.step(opt)
+            scaler.update()
             schedule.step()
             if ema is not None:
                 ema.update(model)
@@ -184,7 +189,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     """Raise a clear error for a training setting outside its choices."""
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss '{cfg.loss}'; valid: {', '.join(LOSSES)}")
-    choices = {"checkpoint": ("best", "last"), "train_precision": ("float32", "bfloat16"),
+    choices = {"checkpoint": ("best", "last"), "train_precision": ("float32", "bfloat16", "float16"),
                "optimizer": ("adam", "adamw"), "lr_schedule": ("constant", "cosine"),
                "augment_style": tuple(AUGMENTATIONS), "weight_decay_on": ("all", "hidden_dense"),
                "epoch_rule": ("items", "passes")}
@@ -286,6 +291,8 @@ def training_batches(images: np.ndarray, targets: np.ndarray, cfg: TrainConfig, 
     classify = targets.ndim == 1
     images_t = torch.from_numpy(images)
     targets_t = torch.from_numpy(targets.astype(np.int64))
+    if torch.device(device).type == "cuda":  # the labelled set moves to the GPU once, not a batch at a time
+        images_t, targets_t = images_t.to(device), targets_t.to(device)
     passes = cfg.epoch_rule == "passes"
     order = torch.zeros(0, dtype=torch.int64)
     for step in range(1, steps + 1):
@@ -295,6 +302,7 @@ def training_batches(images: np.ndarray, targets: np.ndarray, cfg: TrainConfig, 
             idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         else:
             idx = torch.randint(len(images_t), (cfg.batch_size,), generator=generator)
+        idx = idx.to(images_t.device)
         x, y = images_t[idx], targets_t[idx]
         if cfg.augment:
             x, moved = AUGMENTATIONS[cfg.augment_style](x, None if classify else y, generator)

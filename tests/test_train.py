@@ -306,3 +306,23 @@ def test_training_config_errors():
             train_mod.check_train_config(TrainConfig(**{key: bad}))
     with pytest.raises(ValueError, match="ema_decay=1.5"):
         train_mod.check_train_config(TrainConfig(ema_decay=1.5))
+
+
+def test_the_device_is_chosen_not_assumed_and_float16_training_needs_cuda(monkeypatch):
+    import torch
+
+    from activeseg.config import TrainConfig
+    from activeseg.scoring import pick_device
+    from activeseg.train import fit
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda" and pick_device(None) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu" and pick_device("cuda:1") == "cuda:1"
+    from activeseg.models import UNet
+
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    y = np.zeros((2, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match="float16 needs a CUDA device"):
+        fit(UNet(depth=1, base_filters=2), x, y, x, y, TrainConfig(steps=1, train_precision="float16"),
+            torch.Generator().manual_seed(0))
