@@ -75,6 +75,26 @@ def pseudo_summary(runs) -> dict:
     return out
 
 
+def cost_model_summary(runs) -> dict:
+    """CEREALS: per seed, how well the cost model predicted the clicks of the regions it priced (Spearman of
+    predicted and true cost over its picks, by which model priced them) and the clicks per region picked."""
+    from scipy import stats
+
+    out = {}
+    for run in runs:
+        picks = [s for r in run.records for s in r.get("selected", []) if "predicted_cost" in s]
+        by_model: dict[str, list] = {}
+        for s in picks:
+            by_model.setdefault("proxy" if s["cost_model"] == "proxy" else "ridge", []).append(s)
+        clicks = float(np.mean([s["cost"] for s in picks])) if picks else None
+        row = {"regions": len(picks), "clicks_per_region": clicks}
+        for name, chosen in by_model.items():
+            rho = stats.spearmanr([s["predicted_cost"] for s in chosen], [s["cost"] for s in chosen]).statistic
+            row[name] = {"regions": len(chosen), "spearman": None if np.isnan(rho) else float(rho)}
+        out[run.seed] = row
+    return out
+
+
 def paired(summary: dict, name: str, base: str) -> dict | None:
     """A framework against its own base, seed by seed, on the summary's AULC (log2 budget)."""
     from activeseg import statistics as st
@@ -106,7 +126,8 @@ def section(title: str, runs_dir: Path, report: str, host: str, budget: str, tar
                       f"{c['pairs']} seeds.")
     runs = find_runs(runs_dir)
     return md, {"summary": {k: v for k, v in summary.items() if k != "runs"}, "against_base": pairs,
-                "ceal_pseudo_labels": pseudo_summary([r for r in runs if r.strategy == "ceal"])}
+                "ceal_pseudo_labels": pseudo_summary([r for r in runs if r.strategy == "ceal"]),
+                "cereals_cost_model": cost_model_summary([r for r in runs if r.strategy == "cereals"])}
 
 
 def write_results(host: str) -> None:
@@ -129,6 +150,20 @@ def write_results(host: str) -> None:
             for seed, v in ceal.items():
                 acc = "–" if v["accuracy_mean"] is None else f"{v['accuracy_mean']:.4f}"
                 md.append(f"| {seed} | {v['rounds']} | {v['items_mean']:.1f} | {v['pixels_mean']:.0f} | {acc} |")
+            md.append("")
+        costs = doc["cost"]["cereals_cost_model"]
+        if costs:
+            md += ["### CEREALS' cost model: predicted against true clicks of the regions it picked", "",
+                   "| seed | regions | clicks per region | proxy: regions, Spearman | ridge: regions, Spearman |",
+                   "|---|---|---|---|---|"]
+            for seed, v in costs.items():
+                cells = []
+                for model in ("proxy", "ridge"):
+                    m = v.get(model)
+                    rho = "–" if not m or m["spearman"] is None else f"{m['spearman']:.3f}"
+                    cells.append("–" if not m else f"{m['regions']}, {rho}")
+                per = "–" if v["clicks_per_region"] is None else f"{v['clicks_per_region']:.1f}"
+                md.append(f"| {seed} | {v['regions']} | {per} | {cells[0]} | {cells[1]} |")
             md.append("")
     if MNIST_RUNS.exists():
         part, data = section("MNIST (Gal et al.'s protocol): acquired images", MNIST_RUNS,
