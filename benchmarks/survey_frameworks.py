@@ -12,7 +12,8 @@ every stage):
    Same seed = same split and initial set for every arm; every ledger records the clicks and pixels spent.
 2. ``mnist``: ``vaal`` against ``random`` and ``bald`` on MNIST with Gal et al.'s protocol
    (``configs/gal_mnist.toml``), into ``survey_frameworks_mnist_runs/``.
-3. ``results`` (after every stage): ``survey_frameworks.md`` / ``.json`` / ``.png``: the seed-level comparison
+3. ``results`` (after every stage): ``survey_frameworks.md`` / ``.json`` / ``.png`` (and ``_pixels.png``), over
+   the seeds on which every arm has finished: the seed-level comparison
    with random (paired over seeds, bootstrap CIs, Holm, random vs random) at equal annotation cost (AULC on a
    log2 axis of clicks) and at equal labelled pixels, the clicks to reach 95% (and the secondary fractions)
    of each seed's full-pool reference, CEAL's pseudo-labels (count and accuracy) and, for MNIST, the same
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -107,14 +107,32 @@ def paired(summary: dict, name: str, base: str) -> dict | None:
     return st.paired_comparison(seeds, [a[s] for s in seeds], [b[s] for s in seeds])
 
 
+def complete_runs(runs_dir: Path) -> tuple[list, list[int]]:
+    """The finished runs of the seeds on which every arm has finished (a seed in progress is left out, so
+    that no arm's partial curve shortens everyone's AULC range), and those seeds."""
+    from activeseg.report import find_runs
+
+    runs = [r for r in find_runs(runs_dir) if r.records and len(r.records) == int(r.config["rounds"])]
+    arms = {r.strategy for r in find_runs(runs_dir)}
+    seeds = sorted(s for s in {r.seed for r in runs} if {r.strategy for r in runs if r.seed == s} == arms)
+    return [r for r in runs if r.seed in seeds], seeds
+
+
 def section(title: str, runs_dir: Path, report: str, host: str, budget: str, target_error: float | None = None):
-    """Markdown and JSON of one report (``activeseg report`` on ``runs_dir`` with ``budget``)."""
-    from activeseg.report import build_report, find_runs
+    """Markdown and JSON of one comparison (as ``activeseg report --budget``) over the complete seeds, and its
+    learning curves against the budget (``<report>.png``)."""
+    from activeseg.report.curves import plot_learning_curves
+    from activeseg.report.summary import summarize
     from activeseg.report.tables import to_markdown
 
     target = None if target_error is None else 1.0 - target_error
-    summary = build_report(runs_dir, RESULTS / report, target=target, host=host, budget=budget)
-    md = [f"## {title}", "", to_markdown(summary)]
+    runs, seeds = complete_runs(runs_dir)
+    if not runs:
+        return [f"## {title}", "", "No seed has every arm finished yet."], {"seeds": []}
+    summary = summarize(runs, target=target, budget=budget)
+    plot_learning_curves(runs, RESULTS / f"{report}.png", metric=summary["metric"], x=budget)
+    md = [f"## {title}", "", f"Seeds with every arm finished: {', '.join(map(str, seeds))}.", "",
+          to_markdown(summary), "", f"![test score against {budget}]({report}.png)", ""]
     pairs = {}
     for name, base in PAIRS.items():
         c = paired(summary, name, base)
@@ -124,8 +142,7 @@ def section(title: str, runs_dir: Path, report: str, host: str, budget: str, tar
             p_t = "–" if c["p_t"] is None else f"{c['p_t']:.3g}"
             md.append(f"- {name} vs its base {base}: Δ AULC {c['mean_diff']:+.4f}{ci}, paired t p = {p_t} over "
                       f"{c['pairs']} seeds.")
-    runs = find_runs(runs_dir)
-    return md, {"summary": {k: v for k, v in summary.items() if k != "runs"}, "against_base": pairs,
+    return md, {"seeds": seeds, "summary": {k: v for k, v in summary.items() if k != "runs"}, "against_base": pairs,
                 "ceal_pseudo_labels": pseudo_summary([r for r in runs if r.strategy == "ceal"]),
                 "cereals_cost_model": cost_model_summary([r for r in runs if r.strategy == "cereals"])}
 
@@ -136,14 +153,13 @@ def write_results(host: str) -> None:
           f"`configs/survey_regions.toml`, `configs/gal_mnist.toml`). Host: {host}.", ""]
     doc: dict = {"host": host}
     if RUNS.exists():
-        for budget, title in (("cost", "Segmentation at equal annotation cost (clicks)"),
-                              ("labelled_pixels", "Segmentation at equal labelled pixels")):
-            part, data = section(title, RUNS, f"survey_frameworks_report_{budget}", host, budget)
+        for budget, title, png in (("cost", "Segmentation at equal annotation cost (clicks)", "survey_frameworks"),
+                                   ("labelled_pixels", "Segmentation at equal labelled pixels",
+                                    "survey_frameworks_pixels")):
+            part, data = section(title, RUNS, png, host, budget)
             md += [*part, ""]
             doc[budget] = data
-        shutil.copy(RESULTS / "survey_frameworks_report_cost" / "learning_curve_cost.png",
-                    RESULTS / "survey_frameworks.png")
-        ceal = doc["cost"]["ceal_pseudo_labels"]
+        ceal = doc["cost"].get("ceal_pseudo_labels")
         if ceal:
             md += ["### CEAL's pseudo-labels (per round, mean over rounds)", "",
                    "| seed | rounds | pseudo-labelled patches | pixels | pixel accuracy |", "|---|---|---|---|---|"]
@@ -151,7 +167,7 @@ def write_results(host: str) -> None:
                 acc = "–" if v["accuracy_mean"] is None else f"{v['accuracy_mean']:.4f}"
                 md.append(f"| {seed} | {v['rounds']} | {v['items_mean']:.1f} | {v['pixels_mean']:.0f} | {acc} |")
             md.append("")
-        costs = doc["cost"]["cereals_cost_model"]
+        costs = doc["cost"].get("cereals_cost_model")
         if costs:
             md += ["### CEREALS' cost model: predicted against true clicks of the regions it picked", "",
                    "| seed | regions | clicks per region | proxy: regions, Spearman | ridge: regions, Spearman |",
@@ -167,7 +183,7 @@ def write_results(host: str) -> None:
             md.append("")
     if MNIST_RUNS.exists():
         part, data = section("MNIST (Gal et al.'s protocol): acquired images", MNIST_RUNS,
-                             "survey_frameworks_mnist_report", host, "n_annotations", target_error=0.10)
+                             "survey_frameworks_mnist", host, "n_annotations", target_error=0.10)
         md += [*part, ""]
         doc["mnist"] = data
     (RESULTS / "survey_frameworks.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
