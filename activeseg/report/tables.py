@@ -245,7 +245,7 @@ def to_markdown(summary: dict) -> str:
         "",
         *(f"- {note}" for note in notes(summary)),
         "",
-        "Annotations to every target:", "", *_pipe(*targets_table(summary)),
+        f"{budget_name(summary).capitalize()} to every target:", "", *_pipe(*targets_table(summary)),
         "Secondary: at the best-validation round (the paper-style table of Nath et al. 2020: the round with the "
         f"best mean validation {_label(summary)} per run, its test score, annotations / (initial + pool) "
         "then; * marks p < 0.05 in the per-item Wilcoxon test at those rounds against random):",
