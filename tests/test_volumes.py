@@ -148,3 +148,32 @@ def test_suggest_ranks_unlabelled_volumes_and_writes_their_maps_beside_the_predi
     assert (tmp_path / "out" / "model.pt").is_file()
     with pytest.raises(ValueError, match="on volumes pick a map strategy"):
         suggest(images, masks, tmp_path / "out2", k=1, cfg=cfg.replace(strategy="coreset"), quiet=True)
+
+
+def test_files_come_out_of_a_debian_package_without_dpkg_and_a_missing_apt_says_what_to_do(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from activeseg.data import fetch
+
+    payload = b"a volume's bytes"
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:xz") as tf:
+        info = tarfile.TarInfo("./usr/share/demo/vol.nii.gz")
+        info.size = len(payload)
+        tf.addfile(info, io.BytesIO(payload))
+    members = [(b"debian-binary", b"2.0\n"), (b"control.tar.xz", b"x"), (b"data.tar.xz", data.getvalue())]
+    deb = tmp_path / "demo-data_1.0_all.deb"
+    with open(deb, "wb") as fh:  # the ar format of a .deb: a global header, then 60-byte member headers
+        fh.write(b"!<arch>\n")
+        for name, body in members:
+            fh.write(name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"100644".ljust(8)
+                     + str(len(body)).encode().ljust(10) + b"`\n" + body + (b"\n" if len(body) % 2 else b""))
+    dest = tmp_path / "out.nii.gz"
+    assert fetch._extract(deb, "usr/share/demo/vol.nii.gz", dest) and dest.read_bytes() == payload
+    assert not fetch._extract(deb, "usr/share/demo/other", tmp_path / "x")
+    spec = fetch.RegistryFile("demo-data=1.0", "usr/share/demo/vol.nii.gz", fetch.sha256_of(dest), client="apt")
+    monkeypatch.setattr(fetch.shutil, "which", lambda tool: None)
+    with pytest.raises(RuntimeError, match="apt-get is needed to fetch the Debian package demo-data=1.0"):
+        fetch._apt_download(spec, tmp_path)
+    assert spec.dist == "demo-data"

