@@ -5,7 +5,9 @@ uncertainty method (registry ``activeseg.uncertainty.methods``) and the strategy
 ``activeseg.acquisition.strategies``), and exposes the round as calls that take data and a seed and
 return results: :meth:`Engine.fit` (train on the labelled items), :meth:`Engine.evaluate`,
 :meth:`Engine.propose` (score the candidates and pick ``k``, giving the strategy whatever it declares it
-needs) and :meth:`Engine.maps` (heatmaps). The simulation loop, ``suggest`` and the server call these;
+needs), :meth:`Engine.propose_regions` (windows of the candidates, for region strategies),
+:meth:`Engine.pseudo_labels` (CEAL's confident labels) and :meth:`Engine.maps` (heatmaps). The simulation
+loop, ``suggest`` and the server call these;
 none of them scores or selects on its own. Randomness comes only from the seeds passed in.
 """
 
