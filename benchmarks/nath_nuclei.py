@@ -85,7 +85,7 @@ def table(out: Path, cfg) -> dict:
     rows: dict[str, dict] = {}
     best_items: dict[str, dict[int, np.ndarray]] = {}
     for mode in MODES:
-        if not (out / mode).exists():
+        if not any((out / mode).glob("*/seed_*/ledger.jsonl")):  # a mode not started yet
             continue
         for run in find_runs([out / mode]):
             if run.run_dir.parent.name == "reference" or not run.records:
@@ -153,7 +153,7 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
     (results / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     runs = []
     for mode in MODES:
-        if (out / mode).exists():
+        if any((out / mode).glob("*/seed_*/ledger.jsonl")):
             for run in find_runs([out / mode]):
                 if run.run_dir.parent.name != "reference" and run.records:
                     run.config["strategy"] = f"{run.strategy} {MODES[mode]}"
