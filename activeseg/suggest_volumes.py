@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activeseg.data.dataset import ImageDataset, normalize_percentile
+from activeseg.data.dataset import ImageDataset
 from activeseg.data.folder import DatasetError
 
 __all__ = ["PATCHES_PER_VOLUME", "suggest_volumes"]
@@ -45,6 +45,7 @@ def suggest_volumes(engine, images_dir, masks_dir, out: Path, k: int, seed: int,
     import torch
 
     from activeseg.data.volumes import read_volume_folder, write_volume
+    from activeseg.data.volumes import scaled as scale
     from activeseg.report.heatmaps import save_volume_overlays
     from activeseg.scoring import sliding_maps
 
@@ -60,7 +61,7 @@ def suggest_volumes(engine, images_dir, masks_dir, out: Path, k: int, seed: int,
         raise DatasetError(f"no volume in {images_dir} has a label volume in {masks_dir}; label at least one")
     if not unlabelled:
         raise DatasetError(f"every volume in {images_dir} is labelled; there is nothing to suggest")
-    scaled = [np.stack([normalize_percentile(ch) for ch in v.data]) for v in vols]
+    scaled = [scale(v) for v in vols]
     lab_data = [None if lab is None else lab.data for lab in labels]
     p = int(cfg.patch_size)
     multiple = 2 ** cfg.depth

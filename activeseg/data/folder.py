@@ -260,15 +260,15 @@ def load_folder(root: str | Path, patch_size: int = 64, classes: int | None = No
     scaled to [0, 1] between its 1st and 99.8th percentiles."""
     root = Path(root)
     if is_volume_folder(root / "images"):
-        from activeseg.data.volumes import read_volume_folder
+        from activeseg.data.volumes import read_volume_folder, scaled
 
         names, vols, labels, n_classes = read_volume_folder(root / "images", root / "masks", classes, ignore_index)
         missing = [n for n, lab in zip(names, labels, strict=True) if lab is None]
         if missing:
             raise DatasetError(f"volume(s) {', '.join(missing)} have no label volume in {root / 'masks'}; a "
                                "simulation needs every volume labelled")
-        scaled = [np.stack([normalize_percentile(ch) for ch in v.data]) for v in vols]
-        return tile_images(names, scaled, [lab.data for lab in labels], patch_size, groups=range(len(names)),
+        return tile_images(names, [scaled(v) for v in vols], [lab.data for lab in labels], patch_size,
+                           groups=range(len(names)),
                            num_classes=n_classes, class_names=read_class_names(root / "masks"))
     data = read_folder(root / "images", root / "masks", require_masks=True, classes=classes,
                        ignore_index=ignore_index)

@@ -23,7 +23,7 @@ import numpy as np
 
 from activeseg.data.folder import DatasetError
 
-__all__ = ["VOLUME_SUFFIXES", "Volume", "read_volume", "read_volume_folder", "resample", "write_volume"]
+__all__ = ["VOLUME_SUFFIXES", "Volume", "read_volume", "read_volume_folder", "resample", "scaled", "write_volume"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff")
 
@@ -36,6 +36,14 @@ class Volume:
     data: np.ndarray
     spacing: tuple[float, float, float]
     affine: np.ndarray | None = None
+
+
+def scaled(volume: Volume) -> np.ndarray:
+    """``[C, D, H, W]`` float32: each channel of the volume scaled to [0, 1] between its 1st and 99.8th
+    percentiles (:func:`activeseg.data.dataset.normalize_percentile`), as the models see volumes."""
+    from activeseg.data.dataset import normalize_percentile
+
+    return np.stack([normalize_percentile(ch) for ch in volume.data])
 
 
 def stem(path: Path) -> str:
