@@ -87,7 +87,8 @@ class Spent:
 def propose_regions(engine, model, dataset, pool, candidates: np.ndarray, k: int, seed: int, device: str,
                     spent: Spent) -> tuple[list[dict], dict]:
     """``(selected, seconds)``: ``k`` regions of the candidate pool items, as ledger entries (``box`` =
-    ``[y, x, h, w]``, the true ``cost`` in clicks, the ``pixels`` newly labelled, the score and its parts)."""
+    ``[y, x, h, w]``, in a volume ``[z, y, x, d, h, w]``; the true ``cost`` in clicks, the ``pixels`` newly
+    labelled, the score and its parts)."""
     shape = dataset.targets.shape[1:]
     cand_dataset_idx = pool.dataset_idx[candidates]
     masks = [pool.labelled_mask(p, shape) for p in candidates]
@@ -99,7 +100,7 @@ def propose_regions(engine, model, dataset, pool, candidates: np.ndarray, k: int
         truth = np.array(dataset.targets[d])
         truth[masks[region.item]] = spent.ignore  # outlined before: not again
         entry = {"dataset_idx": d, "item_id": dataset.item_ids[d], "score": float(pick.scores[j]),
-                 "box": [region.y, region.x, region.h, region.w],
+                 "box": region.box(),
                  "cost": click_cost(truth, region, tolerance=spent.tolerance, ignore=spent.ignore),
                  "pixels": int((~masks[region.item][region.slices()]).sum()),
                  "informativeness": float(pick.informativeness[j])}

@@ -109,8 +109,9 @@ class SimConfig(TrainConfig):
     score_subset: int | None = _f(None, "score only a random subset of this many pool items each round "
                                   "(Gal et al.: 2000)")
     no_delete: bool = _f(False, "NoDelete: leave queried items in the pool; a re-pick duplicates it in training")
-    region_size: int = _f(128, "region strategies (cereals, entropy_regions, random_regions): window side in pixels "
-                          "(CEREALS: 128; an image smaller than it is one window of its shorter side)")
+    region_size: int = _f(128, "region strategies (cereals, entropy_regions, random_regions): window side in pixels, "
+                          "a cube's side in volumes (CEREALS: 128; an image smaller than it is one window of its "
+                          "shorter side)")
     region_stride: int = _f(0, "region strategies: step of the window grid (0: half the window)")
     region_iou_max: float = _f(0.0, "region strategies: the largest IoU a picked window may have with another of its "
                                "image (0: disjoint)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from activeseg import annotation, pseudo, records
+from activeseg.acquisition.regions import Region
 from activeseg.config import SimConfig, saved_config_defaults, unread_settings
 from activeseg.data import ImageDataset, Pool, make_split
 from activeseg.engine import Engine, round_seed
@@ -132,14 +133,14 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
 
 
 def _reveal(pool: Pool, dataset: ImageDataset, selected: list[dict], round_: int) -> None:
-    """The oracle labels a round's picks: whole items, or the ``box`` of each region."""
+    """The oracle labels a round's picks: whole items, or the ``box`` of each region (a square, or a cube of
+    a volume)."""
     whole = [s["dataset_idx"] for s in selected if "box" not in s]
     if whole:
         pool.label(pool.pool_idx_of(whole), round_)
     for s in selected:
         if "box" in s:
-            y, x, h, w = s["box"]
-            pool.label_region(pool.pool_idx_of(s["dataset_idx"])[0], (slice(y, y + h), slice(x, x + w)), round_,
+            pool.label_region(pool.pool_idx_of(s["dataset_idx"])[0], Region.from_box(0, s["box"]).slices(), round_,
                               dataset.targets.shape[1:])
 
 

@@ -5,7 +5,10 @@ import pytest
 
 from activeseg.acquisition.regions import (
     Region,
+    box_sums,
+    candidate_windows,
     click_cost,
+    nms,
     region_scores,
     select_regions,
     window_grid,
@@ -82,3 +85,43 @@ def test_a_volume_is_outlined_slice_by_slice():
     assert click_cost(volume) == 3 * (4 + 1)
     with pytest.raises(ValueError, match="2-D label maps or"):
         click_cost(np.zeros((2, 2, 2, 2), int))
+
+
+def test_cubes_of_volumes_sum_pick_and_cost_like_their_voxels():
+    rng = np.random.default_rng(1)
+    vol = rng.random((6, 7, 5))
+    starts = np.array([[0, 0, 0], [2, 3, 1], [3, 4, 2]])
+    assert np.allclose(box_sums(vol, starts, [3, 3, 3]), [vol[z:z + 3, y:y + 3, x:x + 3].sum() for z, y, x in starts])
+    done = np.zeros((6, 7, 5), bool)
+    done[:3, :3, :3] = True  # the corner cube is labelled
+    windows, allowed = candidate_windows([(6, 7, 5)], 3, 0, [done])
+    assert windows.z is not None and len(windows) == 4 * 5 * 3  # starts 0,1,2,3 / 0,1,2,3,4 / 0,1,2 at stride 1
+    corner = [w for w in range(len(windows)) if windows.region(w).starts == (0, 0, 0)]
+    assert not allowed[corner].any() and allowed.sum() == len(windows) - 27  # each window touching the corner
+    _, zero = candidate_windows([(6, 7, 5)], 3, 0, [done], mode="zero")
+    assert zero.sum() == len(windows) - 1  # only the fully labelled cube is barred
+    hot = np.zeros((6, 7, 5))
+    hot[3:, 4:, 2:] = 1.0
+    picks = [windows.region(w) for w in nms(windows, np.where(allowed, windows.sums([hot]), -np.inf), 3)]
+    assert picks[0] == Region(0, 4, 2, 3, 3, 3, 3) and all(a.iou(b) == 0 for a in picks for b in picks if a != b)
+    assert Region(0, 0, 0, 2, 2, 0, 2).iou(Region(0, 1, 1, 2, 2, 1, 2)) == pytest.approx(1 / 15)
+    assert Region.from_box(0, picks[0].box()) == picks[0] and picks[0].box() == [3, 4, 2, 3, 3, 3]
+    with pytest.raises(ValueError, match="all of one kind"):
+        candidate_windows([(6, 7, 5), (8, 8)], 3)
+    labels = np.zeros((6, 7, 5), np.uint8)
+    labels[1:5, 1:4, 1:4] = 1  # a block: outlined on each of the slices its cube crosses
+    box = Region(0, 0, 0, 4, 4, 2, 3)
+    assert click_cost(labels, box) == click_cost(labels[2:5, :4, :4]) == 3 * (4 + 1)
+    with pytest.raises(ValueError, match="needs a \\[D, H, W\\] label volume"):
+        click_cost(labels[0], box)
+
+
+def test_cost_features_of_a_volume_are_its_slices_features():
+    from activeseg.acquisition.cost import cost_maps
+
+    rng = np.random.default_rng(2)
+    image, probs, unc = rng.random((1, 4, 8, 8)), rng.random((3, 4, 8, 8)), rng.random((4, 8, 8))
+    feats = cost_maps(image, probs, unc)
+    assert feats.shape == (5, 4, 8, 8)
+    for z in range(4):
+        assert np.array_equal(feats[:, z], cost_maps(image[:, z], probs[:, z], unc[z]))

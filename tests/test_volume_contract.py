@@ -9,8 +9,7 @@ from activeseg.config import SimConfig
 from activeseg.data.dataset import ImageDataset
 from activeseg.engine import Engine
 
-NOT_3D = {"vaal": "3-D volumes are not supported by vaal", "cereals": "region queries pick windows of 2-D",
-          "entropy_regions": "region queries pick windows of 2-D", "random_regions": "region queries pick windows"}
+NOT_3D = {"vaal": "3-D volumes are not supported by vaal"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def test_every_strategy_is_accounted_for():
 def test_every_strategy_picks_3d_patches_or_refuses_clearly(volumes, name, one_torch_thread):
     options = {"steps": 2, "width": 4} if name == "vaal" else {}
     engine = Engine(SimConfig(strategy=name, strategy_options=options, depth=1, base_filters=2, steps=2,
-                              batch_size=2, mc_samples=2, device="cpu"))
+                              batch_size=2, mc_samples=2, device="cpu", region_size=4))
     model, _ = engine.fit(volumes, np.arange(4), np.arange(4, 6), seed=1)
     cands, labelled = volumes.images[6:], volumes.images[:4]
     region = getattr(get_strategy(name), "unit", "image") == "region"
@@ -38,6 +37,15 @@ def test_every_strategy_picks_3d_patches_or_refuses_clearly(volumes, name, one_t
                 engine.propose_regions(model, cands, None, 2, seed=3)
             else:
                 engine.propose(model, cands, labelled, 2, seed=3)
+        return
+    if region:  # cubes of 4³ inside the 8³ volumes, disjoint, never one already labelled
+        done = [np.zeros((8, 8, 8), bool) for _ in cands]
+        done[0][:4, :4, :4] = True
+        picks = engine.propose_regions(model, cands, done, 3, seed=3).pick.regions
+        again = engine.propose_regions(model, cands, done, 3, seed=3).pick.regions
+        assert len(picks) == 3 and picks == again and all(r.sides == (4, 4, 4) for r in picks)
+        assert not any(done[r.item][r.slices()].any() for r in picks)
+        assert all(a.iou(b) == 0 for a in picks for b in picks if a != b)
         return
     sel = engine.propose(model, cands, labelled, 2, seed=3)
     again = engine.propose(model, cands, labelled, 2, seed=3)

@@ -41,6 +41,30 @@ def test_two_rounds_in_3d_write_a_ledger_and_volume_heatmaps(hippocampus, tmp_pa
     assert planes == ["axial.png", "coronal.png", "sagittal.png"]
 
 
+def test_region_queries_pick_cubes_inside_the_patches_with_3d_partial_labels(hippocampus, tmp_path):
+    from activeseg.acquisition.regions import Region, click_cost
+    from activeseg.data import Pool
+
+    cfg = SimConfig(dataset="hippocampus", patch_size=16, depth=2, base_filters=4, steps=6, batch_size=2, initial=4,
+                    query=3, rounds=3, mc_samples=2, heatmaps=0, device="cpu", strategy="cereals", reference=False,
+                    max_pool=30, region_size=8)
+    records = run_simulation(cfg, hippocampus, tmp_path, progress=False)
+    assert [r["n_regions"] for r in records] == [0, 3, 6]
+    pool = Pool(np.arange(len(hippocampus)))  # replay the ledger's boxes: the voxels they label and their clicks
+    for r, record in enumerate(records[:-1], start=1):
+        assert len(record["selected"]) == 3
+        for s in record["selected"]:
+            region = Region.from_box(0, s["box"])
+            assert len(s["box"]) == 6 and region.sides == (8, 8, 8) and region.box() == s["box"]
+            before = pool.labelled_mask(s["dataset_idx"], (16, 16, 16))
+            truth = np.where(before, 255, hippocampus.targets[s["dataset_idx"]])
+            assert s["cost"] == click_cost(truth, region)  # outlined slice by slice inside the cube
+            assert s["pixels"] == pool.label_region(s["dataset_idx"], region.slices(), r, (16, 16, 16)) > 0
+        assert records[r]["labelled_pixels"] - records[r - 1]["labelled_pixels"] == sum(
+            s["pixels"] for s in record["selected"])
+    assert records[1]["train_size"] > records[0]["train_size"]  # the partly labelled patches train, masked
+
+
 def test_cells3d_cubes_split_in_the_plane_with_guard_bands():
     from activeseg.data import load_dataset
 

@@ -42,8 +42,15 @@ RIDGE = 1.0  # on standardised features
 
 
 def cost_maps(image_C_H_W, probs_C_H_W, map_H_W, background: int = 0) -> np.ndarray:
-    """The per-pixel feature maps ``[F, H, W]`` (``COST_FEATURES`` order) of one image."""
-    label = np.asarray(probs_C_H_W).argmax(0)
+    """The per-pixel feature maps ``[F, H, W]`` (``COST_FEATURES`` order) of one image; of a volume
+    (``[C, D, H, W]``) ``[F, D, H, W]``, each slice's own in-plane maps, as its clicks are counted slice by
+    slice."""
+    probs = np.asarray(probs_C_H_W)
+    if probs.ndim == 4:
+        image, unc = np.asarray(image_C_H_W), np.asarray(map_H_W)
+        return np.stack([cost_maps(image[:, z], probs[:, z], unc[z], background) for z in range(probs.shape[1])],
+                        axis=1)
+    label = probs.argmax(0)
     fg = label != background
     edge = np.zeros_like(fg)
     edge[1:] |= label[1:] != label[:-1]
@@ -62,7 +69,8 @@ def cost_maps(image_C_H_W, probs_C_H_W, map_H_W, background: int = 0) -> np.ndar
 
 
 def window_features(windows: Windows, maps_F_H_W) -> np.ndarray:
-    """``[W, F]``: each feature map summed over each window (``maps_F_H_W``: one ``[F, H, W]`` per candidate)."""
+    """``[W, F]``: each feature map summed over each window (``maps_F_H_W``: one ``[F, H, W]`` or
+    ``[F, D, H, W]`` per candidate)."""
     maps = [np.asarray(m, dtype=np.float64) for m in maps_F_H_W]
     return np.stack([windows.sums([m[f] for m in maps]) for f in range(len(COST_FEATURES))], axis=1)
 

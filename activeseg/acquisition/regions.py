@@ -9,7 +9,8 @@ non-overlapping ones, and price a region by the clicks it takes to outline it.
   next whose IoU with every kept window of the same image is at most ``iou_max`` (0: disjoint).
 * ``candidate_windows`` / ``Windows`` / ``nms``: the same for candidates of different sizes as flat window
   lists (what the region strategies use), with the windows that may be picked given each image's labelled
-  pixels.
+  pixels. For volumes ``[D, H, W]`` the windows are cubes (summed-volume tables, 3-D IoU): the patch queries
+  inside volumes of Nath et al.'s setting, with the same partial labels.
 * ``click_cost``: the clicks to outline a region's ground truth: for each connected component of each
   labelled class inside the box, the vertices of its outer contour after Douglas–Peucker simplification
   (``tolerance`` pixels, default 1.0; at least 3), plus one click per component; 0 for an all-background region. A
@@ -22,38 +23,61 @@ References:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Region", "Windows", "candidate_windows", "click_cost", "minmax", "nms", "region_scores", "select_regions",
-           "window_grid", "window_sums"]
+__all__ = ["Region", "Windows", "box_sums", "candidate_windows", "click_cost", "minmax", "nms", "region_scores",
+           "select_regions", "window_grid", "window_sums"]
 
 LABELLED_MODES = ("zero", "exclude")
 
 
 @dataclass(frozen=True)
 class Region:
-    """A box of one image: rows ``y:y+h``, columns ``x:x+w``."""
+    """A box of one image: rows ``y:y+h``, columns ``x:x+w``; of a volume also slices ``z:z+d`` (``d`` > 0)."""
 
     item: int
     y: int
     x: int
     h: int
     w: int
+    z: int = 0
+    d: int = 0
 
-    def slices(self) -> tuple[slice, slice]:
-        return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
+    @property
+    def starts(self) -> tuple[int, ...]:
+        return (self.z, self.y, self.x) if self.d else (self.y, self.x)
+
+    @property
+    def sides(self) -> tuple[int, ...]:
+        return (self.d, self.h, self.w) if self.d else (self.h, self.w)
+
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(s, s + n) for s, n in zip(self.starts, self.sides, strict=True))
+
+    def box(self) -> list[int]:
+        """The ledger's ``box``: ``[y, x, h, w]``, or ``[z, y, x, d, h, w]`` in a volume."""
+        return [*self.starts, *self.sides]
+
+    @classmethod
+    def from_box(cls, item: int, box) -> Region:
+        """The region of a ledger ``box`` (see :meth:`box`)."""
+        if len(box) == 4:
+            return cls(item, *box)
+        z, y, x, d, h, w = box
+        return cls(item, y, x, h, w, z, d)
 
     def iou(self, other: Region) -> float:
         """Intersection over union of the two boxes (0 for boxes of different images)."""
         if other.item != self.item:
             return 0.0
-        dy = min(self.y + self.h, other.y + other.h) - max(self.y, other.y)
-        dx = min(self.x + self.w, other.x + other.w) - max(self.x, other.x)
-        inter = max(dy, 0) * max(dx, 0)
-        return inter / (self.h * self.w + other.h * other.w - inter)
+        inter = 1
+        for a, n, b, m in zip(self.starts, self.sides, other.starts, other.sides, strict=True):
+            inter *= max(min(a + n, b + m) - max(a, b), 0)
+        return inter / (int(np.prod(self.sides)) + int(np.prod(other.sides)) - inter)
 
 
 def window_grid(length: int, size: int, stride: int) -> np.ndarray:
@@ -73,11 +97,27 @@ def window_sums(map_N_H_W, size: int, stride: int) -> tuple[np.ndarray, np.ndarr
     if m.ndim != 3:
         raise ValueError(f"window_sums needs maps [N, H, W], got shape {m.shape}")
     ys, xs = window_grid(m.shape[1], size, stride), window_grid(m.shape[2], size, stride)
-    table = np.zeros((m.shape[0], m.shape[1] + 1, m.shape[2] + 1))
-    table[:, 1:, 1:] = m.cumsum(1).cumsum(2)
-    y0, x0 = ys[:, None], xs[None, :]
-    sums = (table[:, y0 + size, x0 + size] - table[:, y0, x0 + size] - table[:, y0 + size, x0] + table[:, y0, x0])
-    return sums, ys, xs
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    starts = np.stack([yy.ravel(), xx.ravel()], axis=1)
+    sums = np.stack([box_sums(plane, starts, np.full(len(starts), size)) for plane in m])
+    return sums.reshape(len(m), len(ys), len(xs)), ys, xs
+
+
+def box_sums(map_S, starts_W_D, side_W) -> np.ndarray:
+    """``[W]``: ``map_S`` (2-D or 3-D) summed over the cubes of side ``side_W[i]`` whose lowest corner is
+    ``starts_W_D[i]``, from one summed-area (summed-volume) table in float64: 2^D look-ups per box."""
+    m = np.asarray(map_S, dtype=np.float64)
+    table = np.zeros([n + 1 for n in m.shape])
+    inner = m
+    for axis in range(m.ndim):
+        inner = inner.cumsum(axis)
+    table[(slice(1, None),) * m.ndim] = inner
+    starts, side = np.asarray(starts_W_D, dtype=np.int64), np.asarray(side_W, dtype=np.int64)
+    out = np.zeros(len(starts))
+    for corner in itertools.product((0, 1), repeat=m.ndim):
+        sign = -1.0 if (m.ndim - sum(corner)) % 2 else 1.0
+        out += sign * table[tuple(starts[:, a] + side * corner[a] for a in range(m.ndim))]
+    return out
 
 
 def region_scores(map_N_H_W, size: int, stride: int, labelled_N_H_W=None,
@@ -111,30 +151,35 @@ def select_regions(scores_N_Y_X, ys, xs, size: int, k: int, iou_max: float = 0.0
 @dataclass(frozen=True)
 class Windows:
     """Candidate windows as flat arrays ``[W]``: the item (position among the candidates), the top-left
-    corner and the side of each (square)."""
+    corner and the side of each (square; cubes in volumes, whose first corner coordinate is ``z``)."""
 
     item: np.ndarray
     y: np.ndarray
     x: np.ndarray
     side: np.ndarray
+    z: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.item)
 
     def region(self, w: int) -> Region:
         side = int(self.side[w])
-        return Region(int(self.item[w]), int(self.y[w]), int(self.x[w]), side, side)
+        if self.z is None:
+            return Region(int(self.item[w]), int(self.y[w]), int(self.x[w]), side, side)
+        return Region(int(self.item[w]), int(self.y[w]), int(self.x[w]), side, side, int(self.z[w]), side)
+
+    def starts(self) -> np.ndarray:
+        """``[W, D]`` the lowest corner of each window (``z, y, x`` in volumes)."""
+        axes = [self.y, self.x] if self.z is None else [self.z, self.y, self.x]
+        return np.stack(axes, axis=1)
 
     def sums(self, maps) -> np.ndarray:
-        """``[W]`` each window's sum of its image's map (``maps``: one ``[H, W]`` per candidate), from one
-        summed-area table per image."""
-        out = np.zeros(len(self))
+        """``[W]`` each window's sum of its image's map (``maps``: one ``[H, W]`` or ``[D, H, W]`` per
+        candidate), from one summed-area table per image (:func:`box_sums`)."""
+        out, starts = np.zeros(len(self)), self.starts()
         for n in np.unique(self.item):
             at = np.flatnonzero(self.item == n)
-            table = np.zeros((maps[n].shape[0] + 1, maps[n].shape[1] + 1))
-            table[1:, 1:] = np.asarray(maps[n], dtype=np.float64).cumsum(0).cumsum(1)
-            y0, x0, side = self.y[at], self.x[at], self.side[at]
-            out[at] = table[y0 + side, x0 + side] - table[y0, x0 + side] - table[y0 + side, x0] + table[y0, x0]
+            out[at] = box_sums(maps[n], starts[at], self.side[at])
         return out
 
 
@@ -143,10 +188,10 @@ def candidate_windows(shapes, size: int, stride: int = 0, labelled=None,
     """Every window of every candidate image and which of them may be picked.
 
     Args:
-        shapes: ``(H, W)`` of each candidate image.
+        shapes: ``(H, W)`` of each candidate image, or ``(D, H, W)`` of each volume (cubic windows).
         size: the window side; an image smaller than it gets one window of its shorter side.
         stride: grid step (0: half the side).
-        labelled: per image a bool ``[H, W]`` of already labelled pixels (None: none are).
+        labelled: per image a bool ``[H, W]`` (``[D, H, W]``) of already labelled pixels (None: none are).
         mode: ``exclude``: a window holding any labelled pixel may not be picked; ``zero``: only windows
             with no unlabelled pixel left are barred (their labelled pixels should count 0 in the map).
 
@@ -155,24 +200,30 @@ def candidate_windows(shapes, size: int, stride: int = 0, labelled=None,
     """
     if mode not in LABELLED_MODES:
         raise ValueError(f"labelled must be one of {', '.join(LABELLED_MODES)}, got {mode!r}")
-    if any(len(shape) != 2 for shape in shapes):
-        raise ValueError("region queries pick windows of 2-D images; for volumes make the acquisition unit a "
-                         "patch (tile the volume, e.g. --dataset hippocampus or a folder of volumes) and use a "
-                         "whole-item strategy")
+    dims = {len(shape) for shape in shapes}
+    if not dims <= {2, 3} or len(dims) > 1:
+        raise ValueError(f"region queries pick squares of 2-D images or cubes of 3-D volumes, all of one kind; "
+                         f"got candidates of {sorted(dims)} dimensions")
     if size < 1:
         raise ValueError(f"region size must be at least 1 pixel, got {size}")
     parts = []
-    for n, (h, w) in enumerate(shapes):
-        side = min(size, h, w)
+    for n, shape in enumerate(shapes):
+        side = min(size, *shape)
         step = stride or max(side // 2, 1)
-        ys, xs = window_grid(h, side, step), window_grid(w, side, step)
-        yy, xx = np.meshgrid(ys, xs, indexing="ij")
-        parts.append((np.full(yy.size, n), yy.ravel(), xx.ravel(), np.full(yy.size, side)))
-    windows = Windows(*(np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(4)))
+        grid = np.meshgrid(*(window_grid(length, side, step) for length in shape), indexing="ij")
+        parts.append((np.full(grid[0].size, n), *(g.ravel() for g in grid), np.full(grid[0].size, side)))
+    cols = [np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(len(parts[0]))] if parts else []
+    if not parts:
+        windows = Windows(*(np.zeros(0, np.int64) for _ in range(4)))
+    elif len(cols) == 4:  # item, y, x, side
+        windows = Windows(*cols)
+    else:  # item, z, y, x, side
+        windows = Windows(cols[0], cols[2], cols[3], cols[4], cols[1])
     if labelled is None:
         return windows, np.ones(len(windows), bool)
     done = windows.sums([np.asarray(m, dtype=np.float64) for m in labelled])
-    allowed = done == 0 if mode == "exclude" else done < windows.side.astype(np.float64) ** 2
+    volume = windows.side.astype(np.float64) ** (2 if windows.z is None else 3)
+    allowed = done == 0 if mode == "exclude" else done < volume
     return windows, allowed
 
 
@@ -213,10 +264,14 @@ def click_cost(mask_H_W, region: Region | None = None, tolerance: float = 1.0, b
     Douglas–Peucker at ``tolerance`` pixels (at least 3), plus 1 per component (closing it). Holes are not
     outlined. Contours run through pixel-edge midpoints (marching squares), so a filled square costs 4 + 1.
     A volume ``[D, H, W]`` is outlined slice by slice, as annotators label volumes: the sum over its D slices
-    (``region`` then applies to every slice)."""
+    (a 3-D ``region`` crops the volume first; a 2-D one applies to every slice)."""
     from skimage.measure import approximate_polygon, find_contours
 
     mask = np.asarray(mask_H_W)
+    if region is not None and region.d:
+        if mask.ndim != 3:
+            raise ValueError(f"a 3-D region {region.box()} needs a [D, H, W] label volume, got shape {mask.shape}")
+        return click_cost(mask[region.slices()], None, tolerance, background, ignore)
     if mask.ndim == 3:
         return sum(click_cost(plane, region, tolerance, background, ignore) for plane in mask)
     if mask.ndim != 2:
