@@ -276,17 +276,19 @@ class Engine:
                          {"score": t1 - t0, "select": time.perf_counter() - t1})
 
     def propose_regions(self, model: nn.Module, candidates, labelled, k: int, seed: int, device: str = "cpu",
-                        cost_samples=None) -> RegionSelection:
+                        cost_samples=None, scored=None) -> RegionSelection:
         """Score every window of the candidates and pick ``k`` regions with the (region) strategy.
 
         Args:
             model: the round's trained model.
-            candidates: images ``[N, C, H, W]`` or a list of ``[C, H, W]``.
-            labelled: per candidate a bool ``[H, W]`` of its labelled pixels (or None: none are).
+            candidates: images ``[N, C, H, W]`` or a list of ``[C, H, W]`` (volumes: ``[C, D, H, W]``).
+            labelled: per candidate a bool ``[H, W]`` (``[D, H, W]``) of its labelled pixels (or None: none are).
             k: regions to pick.
             seed: the round's seed (dropout masks, random windows).
             cost_samples: ``(features [M, F], costs [M])`` of the regions labelled so far, which the cost
                 model of a cost-aware strategy is fitted on (too few or None: the proxy).
+            scored: the candidates' ``(mean probabilities, maps)`` when they are made elsewhere (volumes:
+                by sliding windows, :func:`activeseg.scoring.sliding_maps`); None: from the model here.
         """
         from activeseg.acquisition.cost import COST_FEATURES, cost_maps, fit_cost
 
@@ -295,7 +297,9 @@ class Engine:
             raise ValueError(f"strategy {strategy.name!r} picks whole items: call propose")
         t0 = time.perf_counter()
         shapes = [tuple(np.shape(im)[1:]) for im in candidates]
-        if strategy.needs_model:
+        if scored is not None:
+            probs, maps = scored
+        elif strategy.needs_model:
             probs, maps = self.maps(model, candidates, seed, device)
         else:
             probs, maps = None, [np.zeros(shape) for shape in shapes]

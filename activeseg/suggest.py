@@ -1,7 +1,8 @@
 """The human loop: train on the images that have masks, rank the ones that do not.
 
 Region strategies rank windows instead (:mod:`activeseg.suggest_regions`: ``regions.csv``); a folder of
-NIfTI volumes is ranked volume by volume (:mod:`activeseg.suggest_volumes`). Otherwise
+NIfTI volumes is ranked volume by volume, or by cubes inside them for a region strategy
+(:mod:`activeseg.suggest_volumes`). Otherwise
 writes into ``out``: ``suggestions.csv`` (every unlabelled image, most worth labelling first: file, score,
 rank and the image's mean entropy, BALD, variation ratio and foreground std, all from the same MC passes),
 ``heatmaps/<rank>_<name>.png`` for the top ``k`` (image, prediction, uncertainty), ``model.pt`` (the
@@ -65,7 +66,7 @@ def suggest(images_dir, masks_dir, out, k: int = 8, cfg: SimConfig | None = None
         rows, model, fitres = suggest_volumes(engine, images_dir, masks_dir, out, k, round_seed(cfg.seed, 1), device,
                                               quiet)
         torch.save(model.state_dict(), out / "model.pt")
-        meta = {**json.loads(cfg.to_json()), "unlabeled_volumes": len(rows), "best_val_dice": fitres.best_val,
+        meta = {**json.loads(cfg.to_json()), "suggested": len(rows), "best_val_dice": fitres.best_val,
                 "seconds": round(time.perf_counter() - t0, 2)}
         (out / "config.json").write_text(json.dumps(meta, indent=1))
         return rows

@@ -8,6 +8,13 @@ score is the mean of the strategy's map. Written into ``out``: ``suggestions.csv
 best first), and per volume ``volumes/<name>_prediction.nii.gz`` (the predicted classes) beside
 ``volumes/<name>_uncertainty.nii.gz`` (the map) on the volume's own grid, to open together in a viewer, and
 for the top ``k`` the PNGs of the orthogonal slices through the most uncertain voxel (``heatmaps/``).
+
+With a region strategy (``entropy_regions``, ``cereals``, ``random_regions``) the unit is a cube of side
+``region_size`` inside a volume: a label volume may then label part of its volume (the ignore value, 255,
+marks the voxels left to label; patches train only around labelled voxels), and ``regions.csv`` lists the
+best ``k`` disjoint cubes among the unlabelled voxels of every volume (file, ``z, y, x, d, h, w``, score,
+informativeness; for ``cereals`` the predicted cost, from the proxy: recorded annotation times are read
+for 2-D regions only), each with the orthogonal slices through its most uncertain voxel.
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ def _patches(vols, labels, which, p: int, rng, num_classes: int, ignore: int) ->
 
 def suggest_volumes(engine, images_dir, masks_dir, out: Path, k: int, seed: int, device: str,
                     quiet: bool = True) -> tuple[list[dict], object, object]:
-    """``(rows, model, fit result)``: rank the unlabelled volumes and write the files above."""
+    """``(rows, model, fit result)``: rank the unlabelled volumes (a region strategy: the cubes inside the
+    volumes' unlabelled voxels) and write the files above."""
     import torch
 
     from activeseg.data.volumes import read_volume_folder, write_volume
@@ -51,18 +59,22 @@ def suggest_volumes(engine, images_dir, masks_dir, out: Path, k: int, seed: int,
 
     cfg = engine.cfg
     strategy = engine.strategy
-    if strategy.needs or getattr(strategy, "unit", "image") != "image":
+    regions = getattr(strategy, "unit", "image") == "region"
+    if strategy.needs:
         raise ValueError(f"strategy {strategy.name!r} needs more than a map; on volumes pick a map strategy "
-                         "(bald, max_entropy, variation_ratio, ...) or random")
+                         "(bald, max_entropy, variation_ratio, ...), random, or a region strategy (entropy_regions, "
+                         "cereals, random_regions)")
     names, vols, labels, n_classes = read_volume_folder(images_dir, masks_dir, cfg.classes, cfg.ignore_index)
-    labelled = [i for i, lab in enumerate(labels) if lab is not None]
-    unlabelled = [i for i, lab in enumerate(labels) if lab is None]
+    lab_data = [None if lab is None else lab.data for lab in labels]
+    done = [None if lab is None else lab != cfg.ignore_index for lab in lab_data]  # labelled voxels
+    labelled = [i for i, d in enumerate(done) if d is not None and d.any()]
+    unlabelled = [i for i, d in enumerate(done) if d is None or (regions and not d.all())]
     if not labelled:
         raise DatasetError(f"no volume in {images_dir} has a label volume in {masks_dir}; label at least one")
     if not unlabelled:
-        raise DatasetError(f"every volume in {images_dir} is labelled; there is nothing to suggest")
+        raise DatasetError(f"every {'voxel of every ' if regions else ''}volume in {images_dir} is labelled; there "
+                           "is nothing to suggest")
     scaled = [scale(v) for v in vols]
-    lab_data = [None if lab is None else lab.data for lab in labels]
     p = int(cfg.patch_size)
     multiple = 2 ** cfg.depth
     if p % multiple or any(min(v.data.shape[1:]) < p for v in vols):
@@ -97,9 +109,12 @@ def suggest_volumes(engine, images_dir, masks_dir, out: Path, k: int, seed: int,
         maps[i] = (mean, umap)
         score = float(umap.mean()) if strategy.needs_model else float(rng.random())  # random: a seeded draw
         rows.append({"file": names[i], "score": score})
+    (out / "heatmaps").mkdir(exist_ok=True)
+    if regions:
+        rows = _region_rows(engine, model, names, scaled, done, maps, unlabelled, k, seed, device, out)
+        return rows, model, fitres
     rows.sort(key=lambda r: -r["score"])
     index = {n: i for i, n in enumerate(names)}
-    (out / "heatmaps").mkdir(exist_ok=True)
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
         if rank <= k:
@@ -111,3 +126,36 @@ def suggest_volumes(engine, images_dir, masks_dir, out: Path, k: int, seed: int,
         writer.writeheader()
         writer.writerows(rows)
     return rows, model, fitres
+
+
+def _region_rows(engine, model, names, scaled, done, maps, candidates, k: int, seed: int, device: str,
+                 out: Path) -> list[dict]:
+    """The ``k`` best cubes (side ``region_size``) among the candidates' unlabelled voxels, scored on their
+    sliding-window maps; ``regions.csv`` and the orthogonal slices through each cube's most uncertain voxel."""
+    from activeseg.report.heatmaps import save_volume_overlays
+
+    masks = [np.zeros(scaled[i].shape[1:], bool) if done[i] is None else done[i] for i in candidates]
+    scored = ([maps[i][0] for i in candidates], [maps[i][1] for i in candidates])
+    sel = engine.propose_regions(model, [scaled[i] for i in candidates], masks, k, seed, device, scored=scored)
+    pick, rows = sel.pick, []
+    for rank, region in enumerate(pick.regions, start=1):
+        i, box = candidates[region.item], region.slices()
+        z, y, x, d, h, w = region.box()
+        row = {"rank": rank, "file": names[i], "z": z, "y": y, "x": x, "d": d, "h": h, "w": w,
+               "score": round(float(pick.scores[rank - 1]), 6),
+               "informativeness": round(float(pick.informativeness[rank - 1]), 6)}
+        if pick.predicted_cost is not None:
+            row.update(predicted_cost=round(float(pick.predicted_cost[rank - 1]), 4), cost_model=sel.cost_source)
+        rows.append(row)
+        mean, umap = maps[i]
+        save_volume_overlays(out / "heatmaps" / f"{rank:03d}_{names[i]}_z{z}_y{y}_x{x}.png",
+                             scaled[i][(slice(None), *box)], mean[(slice(None), *box)], umap[box],
+                             title=f"rank {rank}: {names[i]} z={z} y={y} x={x} ({engine.cfg.strategy} "
+                                   f"{row['score']:.3g})")
+    if not rows:
+        raise DatasetError("no cube fits between the labelled voxels; lower --region-size")
+    with open(out / "regions.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[-1]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

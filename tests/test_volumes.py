@@ -148,6 +148,22 @@ def test_suggest_ranks_unlabelled_volumes_and_writes_their_maps_beside_the_predi
     assert (tmp_path / "out" / "model.pt").is_file()
     with pytest.raises(ValueError, match="on volumes pick a map strategy"):
         suggest(images, masks, tmp_path / "out2", k=1, cfg=cfg.replace(strategy="coreset"), quiet=True)
+    # region queries: cubes of the unlabelled voxels, a partly labelled volume included
+    part = read_volume(masks / "sub_2.nii.gz", labels=True).data.copy()
+    part[:, 8:] = 255  # the half y >= 8 is left to label
+    _nifti(masks / "sub_2.nii.gz", part, (1.5, 1.0, 1.0), np.uint8)
+    cubes = suggest(images, masks, tmp_path / "out3", k=4, cfg=cfg.replace(strategy="cereals", region_size=4),
+                    quiet=True)
+    assert len(cubes) == 4 and [r["rank"] for r in cubes] == [1, 2, 3, 4]
+    assert {r["file"] for r in cubes} <= {"sub_2", "sub_3", "sub_4"} and all(r["d"] == r["h"] == r["w"] == 4
+                                                                               for r in cubes)
+    assert all(r["y"] >= 8 for r in cubes if r["file"] == "sub_2")  # never a labelled voxel
+    boxes = {(r["file"], r["z"], r["y"], r["x"]) for r in cubes}
+    assert len(boxes) == 4 and all("predicted_cost" in r for r in cubes)
+    with open(tmp_path / "out3" / "regions.csv") as fh:
+        assert [(r["file"], int(r["z"]), int(r["y"]), int(r["x"])) for r in csv.DictReader(fh)] == [
+            (r["file"], r["z"], r["y"], r["x"]) for r in cubes]
+    assert len(list((tmp_path / "out3" / "heatmaps").glob("001_*_z*_y*_x*_axial.png"))) == 1
 
 
 def test_files_come_out_of_a_debian_package_without_dpkg_and_a_missing_apt_says_what_to_do(tmp_path, monkeypatch):
