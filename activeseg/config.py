@@ -49,6 +49,8 @@ class TrainConfig:
                             "(the committed studies)")
     checkpoint: str = _f("last", "last: the final (averaged) weights; best: the weights with the best validation "
                          "score (the committed studies)")
+    channels_last: bool = _f(True, "train with channels-last tensors (NHWC / NDHWC), which oneDNN and cuDNN convolve "
+                             "faster than channels-first; the trained model is handed back channels-first")
     train_precision: str = _f("float32", "float32, or mixed precision: bfloat16 (faster on CPUs with AVX512-BF16/AMX "
                               "and on recent GPUs) or float16 (CUDA, with loss scaling)")
 
@@ -215,7 +217,7 @@ def unread_settings(estimator: str) -> tuple[str, ...]:
 LEGACY = {"optimizer": "adam", "lr_schedule": "constant", "ema_decay": 0.0, "augment_style": "affine",
           "norm": "batch", "source_weighting": "items", "classes": None, "ignore_index": 255, "warmup": 0.05,
           "query_schedule": None, "initial_source": None, "reference_epochs": None,
-          "svgd_objective": "nath_log_dice", "svgd_kernel": "weight"}
+          "svgd_objective": "nath_log_dice", "svgd_kernel": "weight", "channels_last": False}
 """What a config saved before these keys existed meant: the fixed schedule of the committed studies
 (constant-lr Adam, batch norm, affine augmentation, checkpoint picking, the mean over test items)."""
 

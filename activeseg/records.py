@@ -175,7 +175,7 @@ def finished_rounds(run_dir: str | Path) -> int:
 
 
 def write_config(run_dir: str | Path, config_json: str, resume: bool, default_json: str,
-                 may_change: tuple[str, ...] = ("rounds", "device", "heatmaps")) -> None:
+                 may_change: tuple[str, ...] = ("rounds", "device", "channels_last", "heatmaps")) -> None:
     """Save the run's settings; when resuming, first check they equal the saved ones (but ``may_change``).
 
     A key the saved config lacks (added to activeseg after the run started) counts as its default

@@ -326,3 +326,52 @@ def test_the_device_is_chosen_not_assumed_and_float16_training_needs_cuda(monkey
     with pytest.raises(ValueError, match="float16 needs a CUDA device"):
         fit(UNet(depth=1, base_filters=2), x, y, x, y, TrainConfig(steps=1, train_precision="float16"),
             torch.Generator().manual_seed(0))
+
+
+def test_foreach_optimizer_and_weight_average_equal_the_per_tensor_loops(tiny_unet):
+    """The speed-ups that keep the numbers: one kernel call over all tensors, the same result bit for bit."""
+    fast, plain = tiny_unet(dropout=0.0), tiny_unet(dropout=0.0)  # the same initial weights (seed 0)
+    cfg = TrainConfig(weight_decay=1e-2)
+    opt_fast = train_mod.make_optimizer(fast, cfg, 10)
+    opt_plain = torch.optim.AdamW([{"params": [p for p in plain.parameters() if p.ndim > 1], "weight_decay": 1e-2},
+                                   {"params": [p for p in plain.parameters() if p.ndim <= 1], "weight_decay": 0.0}],
+                                  lr=cfg.lr, foreach=False)
+    ema = train_mod.WeightAverage(fast, 0.9)
+    shadow = {k: v.clone() for k, v in plain.state_dict().items() if v.is_floating_point()}
+    x = torch.randn(2, 1, 16, 16)
+    for step in range(1, 4):
+        for model, opt in ((fast, opt_fast), (plain, opt_plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+        ema.update(fast)
+        d = min(0.9, (1 + step) / (10 + step))
+        for k, v in plain.state_dict().items():
+            if k in shadow:
+                shadow[k].mul_(d).add_(v, alpha=1 - d)
+    assert states_equal(fast.state_dict(), plain.state_dict())
+    assert all(torch.equal(ema.shadow[k], shadow[k]) for k in shadow)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_training_learns_and_hands_back_a_channels_first_model(dims):
+    from activeseg.models import UNet
+
+    rng = np.random.default_rng(0)
+    shape = (6, 1) + (8,) * dims
+    x = rng.random(shape, dtype=np.float32)
+    y = (x[:, 0] > 0.5).astype(np.uint8)
+    losses = {}
+    for layout in (False, True):
+        model = UNet(depth=1, base_filters=4, spatial_dims=dims)
+        torch.manual_seed(0)
+        before = float(loss_fn("dice+wce", model(torch.from_numpy(x)), torch.from_numpy(y).long(), torch.ones(2)))
+        cfg = TrainConfig(steps=30, min_steps=30, epochs=None, batch_size=3, lr=1e-2, channels_last=layout)
+        fit(model, x, y, x, y, cfg, torch.Generator().manual_seed(0))
+        assert all(p.is_contiguous() for p in model.parameters())  # channels-first again
+        model.eval()
+        losses[layout] = float(loss_fn("dice+wce", model(torch.from_numpy(x)), torch.from_numpy(y).long(),
+                                       torch.ones(2))) / before
+    assert losses[True] < 0.8 and losses[False] < 0.8
+    assert train_mod.memory_format(TrainConfig(), 5) is torch.channels_last_3d
+    assert train_mod.memory_format(TrainConfig(channels_last=False), 4) is None
