@@ -186,6 +186,13 @@ def test_tile_pool_errors(tmp_path):
         pool_loader(TilePool(mixed, patch_size=16), workers=-1)
 
 
+def test_the_pool_loader_pins_batches_only_where_cuda_is(tmp_path, monkeypatch):
+    pool = TilePool(_write_pool(tmp_path / "p", [(32, 32)]), patch_size=16)
+    assert pool_loader(pool, workers=0).pin_memory == torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pool_loader(pool, workers=0).pin_memory and not pool_loader(pool, workers=0, pin_memory=False).pin_memory
+
+
 def test_iter_batches_slices_arrays_and_passes_loaders_through():
     arr = np.arange(10)
     assert [b.tolist() for b in iter_batches(arr, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

@@ -41,6 +41,16 @@ def test_no_probe_on_a_cpu_without_native_bf16(fresh, monkeypatch):
     assert resolve_precision("auto", "cpu") == torch.float32
 
 
-def test_the_probe_times_both_dtypes():
+def test_the_probe_times_both_dtypes_on_one_thread_and_gives_the_threads_back(monkeypatch):
+    seen = []
+    monkeypatch.setattr(precision, "_best_conv_seconds", lambda *a: seen.append(torch.get_num_threads()) or 0.5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert precision.probe_bf16_speedup(reps=1) == {"float32_s": 0.5, "bfloat16_s": 0.5, "speedup": 1.0}
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.undo()
     out = precision.probe_bf16_speedup(reps=1)
     assert out["float32_s"] > 0 and out["bfloat16_s"] > 0 and out["speedup"] > 0

@@ -121,10 +121,15 @@ def iter_batches(images, batch_size: int) -> Iterator:
         yield images[start : start + batch_size]
 
 
-def pool_loader(pool: TilePool, batch_size: int = 32, workers: int = 2) -> DataLoader:
+def pool_loader(pool: TilePool, batch_size: int = 32, workers: int = 2, pin_memory: bool | None = None) -> DataLoader:
     """Batches ``[B, C, P, P]`` of the pool's tiles in order, decoded by ``workers`` processes (0 = in
-    the calling process). Pass the loader to ``score_pool`` in place of an array."""
+    the calling process). Pass the loader to ``score_pool`` in place of an array. ``pin_memory`` (default:
+    when CUDA is present) puts each batch in page-locked memory, so it reaches the GPU by an asynchronous
+    copy."""
+    import torch
+
     if workers < 0:
         raise ValueError(f"workers={workers}; use 0 to decode in this process or a positive count")
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     return DataLoader(pool, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      prefetch_factor=2 if workers else None, persistent_workers=False)
+                      prefetch_factor=2 if workers else None, persistent_workers=False, pin_memory=pin)

@@ -296,4 +296,5 @@ class Deterministic:
 def _as_tensor(x, device: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    return x.to(device, dtype=torch.float32)
+    # a pinned batch (pool_loader on a CUDA machine) is copied asynchronously, behind the running passes
+    return x.to(device, dtype=torch.float32, non_blocking=x.is_pinned())

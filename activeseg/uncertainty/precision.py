@@ -2,8 +2,11 @@
 
 A CPU that reports native bf16 (AVX512-BF16 or AMX, :func:`~activeseg.uncertainty.estimators.cpu_has_bf16`)
 is probed once: the same 3×3 convolution (32 → 32 channels, 8 images of 64 × 64, the shape of a U-Net
-level) in float32 and in bfloat16, the best of ``PROBE_REPS`` timings each; bf16 is chosen when it is at
-least ``PROBE_MARGIN`` times faster. A CPU without native bf16 gets float32 without a probe (emulated bf16
+level) in float32 and in bfloat16, the best of ``PROBE_REPS`` timings each, on one thread; bf16 is chosen
+when it is at least ``PROBE_MARGIN`` times faster. One thread because the ratio is a property of the core's
+instructions, and a probe on several threads while another process holds a core waits on that core for
+both dtypes alike (on the 2-core AMD EPYC this was written on, a 2-thread probe run while a study held the
+other core measured 1.00× and kept float32; the 1-thread probe measures 1.65× there). A CPU without native bf16 gets float32 without a probe (emulated bf16
 ran under 1 GFLOP/s on such hosts). The decision is logged (logger ``activeseg``) and kept in
 ``<data dir>/precision.json`` per CPU model and torch version, so later runs on the same machine reuse it
 rather than re-measuring: a noisy second probe must not change what a resumed run computes.
@@ -34,7 +37,7 @@ def _host_key() -> str:
             model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
     except OSError:
         pass
-    return f"{model} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    return f"{model} | torch {torch.__version__} | probed on 1 thread"
 
 
 def probe_bf16_speedup(reps: int = PROBE_REPS) -> dict:
@@ -43,18 +46,27 @@ def probe_bf16_speedup(reps: int = PROBE_REPS) -> dict:
     x = torch.rand(8, 32, 64, 64, generator=gen)
     w = torch.rand(32, 32, 3, 3, generator=gen)
     out = {}
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        xd, wd = x.to(dtype), w.to(dtype)
-        with torch.inference_mode():
-            F.conv2d(xd, wd, padding=1)  # warm-up: kernels chosen and caches filled
-            best = float("inf")
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                F.conv2d(xd, wd, padding=1)
-                best = min(best, time.perf_counter() - t0)
-        out[f"{name}_s"] = best
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+            out[f"{name}_s"] = _best_conv_seconds(x.to(dtype), w.to(dtype), reps)
+    finally:
+        torch.set_num_threads(threads)
     out["speedup"] = out["float32_s"] / max(out["bfloat16_s"], 1e-12)
     return out
+
+
+def _best_conv_seconds(xd: torch.Tensor, wd: torch.Tensor, reps: int) -> float:
+    """The best of ``reps`` timings of the probe convolution, after one warm-up (kernels chosen, caches filled)."""
+    with torch.inference_mode():
+        F.conv2d(xd, wd, padding=1)
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            F.conv2d(xd, wd, padding=1)
+            best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def auto_cpu_dtype() -> torch.dtype:
