@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from run_util import initial_idx, without_timing
 
 from activeseg.acquisition import get_strategy
 from activeseg.config import SimConfig
@@ -74,19 +75,9 @@ def test_ceal_pseudo_labels_train_one_round_never_count_and_resume(nuclei64, tmp
     assert sizes == [4, 7 + made[0]["items"], 10 + made[1]["items"]]  # each round adds the previous one's
     with np.load(tmp_path / "full" / "pseudo" / "round_02.npz") as f:
         idx, labels = f["dataset_idx"], f["labels"]
-    picked_or_known = {s["dataset_idx"] for s in records[0]["selected"]} | set(_initial(tmp_path / "full"))
+    picked_or_known = {s["dataset_idx"] for s in records[0]["selected"]} | set(initial_idx(tmp_path / "full"))
     assert len(idx) == made[0]["items"] and not picked_or_known & set(idx.tolist())
     assert labels.shape == (len(idx), 64, 64) and ((labels != 255).sum() == made[0]["pixels"])
     run_simulation(cfg, nuclei64, tmp_path / "cut", progress=False, until_round=2)
     resumed = run_simulation(cfg, nuclei64, tmp_path / "cut", resume=True, progress=False)
-    assert _without_timing(resumed) == _without_timing(records)
-
-
-def _initial(run_dir):
-    import json
-
-    return json.loads((run_dir / "split.json").read_text())["initial_dataset_idx"]
-
-
-def _without_timing(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    assert without_timing(resumed) == without_timing(records)

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from run_util import without_timing
 
 from activeseg import score_pool
 from activeseg.config import SimConfig
@@ -17,9 +18,6 @@ from activeseg.records import read_ledger
 TINY = dict(depth=2, base_filters=4, steps=6, batch_size=4, eval_every=3, initial=4, query=3, rounds=3,
             max_pool=24, mc_samples=3, score_batch_size=16, heatmaps=1, device="cpu")
 
-
-def _without_timing(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 def test_three_rounds_write_a_complete_ledger(nuclei32, tmp_path):
@@ -60,8 +58,8 @@ def test_same_seed_same_records_different_seed_differs(nuclei32, tmp_path):
     a = run_simulation(cfg, nuclei32, tmp_path / "a", progress=False)
     b = run_simulation(cfg, nuclei32, tmp_path / "b", progress=False)
     c = run_simulation(cfg.replace(seed=1), nuclei32, tmp_path / "c", progress=False)
-    assert _without_timing(a) == _without_timing(b)
-    assert _without_timing(a) != _without_timing(c)
+    assert without_timing(a) == without_timing(b)
+    assert without_timing(a) != without_timing(c)
 
 
 def test_resume_after_kill_gives_the_records_of_an_uninterrupted_run(nuclei32, tmp_path):
@@ -75,8 +73,8 @@ def test_resume_after_kill_gives_the_records_of_an_uninterrupted_run(nuclei32, t
         run_simulation(cfg, nuclei32, tmp_path / "cut", progress=False)
     with pytest.warns(UserWarning, match="truncated"):
         resumed = run_simulation(cfg, nuclei32, tmp_path / "cut", resume=True, progress=False)
-    assert _without_timing(resumed) == _without_timing(full)
-    assert _without_timing(read_ledger(ledger)) == _without_timing(full)
+    assert without_timing(resumed) == without_timing(full)
+    assert without_timing(read_ledger(ledger)) == without_timing(full)
     with pytest.raises(ValueError, match="different config"):
         run_simulation(cfg.replace(query=5), nuclei32, tmp_path / "cut", resume=True, progress=False)
 
@@ -128,9 +126,9 @@ def test_staged_rounds_and_a_deadline_resume_to_the_uninterrupted_ledger(nuclei3
     part = run_simulation(cfg, nuclei32, tmp_path / "staged", progress=False, until_round=1)
     assert [r["round"] for r in part] == [1] and len(part[0]["selected"]) == 3  # not the last round: it picks
     late = run_simulation(cfg, nuclei32, tmp_path / "staged", resume=True, progress=False, deadline=time.time() - 1)
-    assert _without_timing(late) == _without_timing(part)  # past the deadline: no round starts
+    assert without_timing(late) == without_timing(part)  # past the deadline: no round starts
     rest = run_simulation(cfg, nuclei32, tmp_path / "staged", resume=True, progress=False)
-    assert _without_timing(rest) == _without_timing(full)
+    assert without_timing(rest) == without_timing(full)
 
 
 def test_per_item_metrics_can_be_left_out_of_the_ledger(nuclei32, tmp_path):

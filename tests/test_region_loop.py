@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from run_util import initial_idx, without_timing
 
 from activeseg.acquisition import STRATEGIES, Strategy, get_strategy
 from activeseg.acquisition.cost import COST_FEATURES, CostFit, cost_maps, fit_cost, predict_cost
@@ -136,7 +137,7 @@ def test_cereals_in_the_loop_prices_regions_and_resumes_their_labels(nuclei64, t
     records = run_simulation(cfg, nuclei64, tmp_path / "full", progress=False)
     assert [r["n_annotations"] for r in records] == [4, 7, 10] and [r["n_regions"] for r in records] == [0, 3, 6]
     assert [r["train_size"] for r in records] == [4, 7, 10]  # 4 whole patches, then one item per new image
-    initial = sum(click_cost(nuclei64.targets[d]) for d in _initial(tmp_path / "full"))
+    initial = sum(click_cost(nuclei64.targets[d]) for d in initial_idx(tmp_path / "full"))
     assert records[0]["cost"] == initial and records[0]["labelled_pixels"] == 4 * 64 * 64
     boxes = {}
     for before, after in zip(records, records[1:], strict=False):
@@ -153,8 +154,8 @@ def test_cereals_in_the_loop_prices_regions_and_resumes_their_labels(nuclei64, t
     # stopped after round 2, resumed: the label masks are rebuilt from the ledger's boxes exactly
     run_simulation(cfg, nuclei64, tmp_path / "cut", progress=False, until_round=2)
     resumed = run_simulation(cfg, nuclei64, tmp_path / "cut", resume=True, progress=False)
-    assert _without_timing(resumed) == _without_timing(records)
-    assert _without_timing(read_ledger(tmp_path / "cut" / "ledger.jsonl")) == _without_timing(records)
+    assert without_timing(resumed) == without_timing(records)
+    assert without_timing(read_ledger(tmp_path / "cut" / "ledger.jsonl")) == without_timing(records)
 
 
 def test_whole_image_runs_record_their_click_cost_and_regions_refuse_no_delete(nuclei64, tmp_path):
@@ -169,12 +170,6 @@ def test_whole_image_runs_record_their_click_cost_and_regions_refuse_no_delete(n
                        progress=False)
 
 
-def _initial(run_dir):
-    return json.loads((run_dir / "split.json").read_text())["initial_dataset_idx"]
-
-
-def _without_timing(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 REGION_NAMES = [n for n in sorted(STRATEGIES) if getattr(get_strategy(n), "unit", "image") == "region"]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_util import without_timing
 
 from activeseg.config import load_config
 from activeseg.records import read_ledger
@@ -39,9 +40,6 @@ def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
     path.write_text(text)
     return path
 
-
-def _without_timing(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 # ---------------------------------------------------------------- the grid
@@ -150,7 +148,7 @@ def test_sweep_killed_with_sigkill_resumes_without_repeating(tmp_path):
     for strategy in ("bald", "random"):
         resumed = read_ledger(out / strategy / "seed_0" / "ledger.jsonl")
         assert [r["round"] for r in resumed] == [1, 2, 3, 4, 5, 6]
-        assert _without_timing(resumed) == _without_timing(read_ledger(clean / strategy / "seed_0" / "ledger.jsonl"))
+        assert without_timing(resumed) == without_timing(read_ledger(clean / strategy / "seed_0" / "ledger.jsonl"))
 
 
 def test_the_readme_example_expands(tmp_path):
