@@ -14,7 +14,7 @@ patch, cycled to reach 10,000 files). K = 20 MC-dropout passes, BALD scores.
    ``ModelWrapper.predict_on_dataset`` with its default ``replicate_in_memory=True`` and with ``False``
    (both with batch 16); ratios against ours.
 3. **Ranking**: Spearman correlation of BALD and entropy scores between our default path and the
-   float32 reference on the same (consistent) dropout masks, on the 256 distinct real patches.
+   float32 reference on the same (consistent) dropout masks, on the distinct real patches (228 at 128 px).
 4. This machine's matmul peak (4096² ``torch.mm``, float32 and bfloat16) with the same threads.
 5. **A user's own U-Net** (defined here: 4 levels, 16 filters, ``Dropout2d`` after every pooling, declaring
    nothing) on the same 64 images: the naive loop, our default path (the deterministic prefix found by
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import matmul_peak  # benchmarks/ is on sys.path when run as a script
+from machine import describe, host_line, matmul_peak  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,7 +62,9 @@ def prepare(work: Path, n_files: int, train_steps: int) -> int:
     from activeseg.models.unet import UNet
     from activeseg.train import TrainConfig, fit
 
-    data = load_dataset("nuclei", patch_size=PATCH, quiet=True)
+    # the old grouping tiles the three real images into 128-px patches; the spatial split of ``nuclei``
+    # needs test and validation regions with guard bands, which 128-px tiles of a 256-px plane do not fit
+    data = load_dataset("nuclei_grouped", patch_size=PATCH, quiet=True)
     torch.manual_seed(0)
     model = UNet(**UNET)
     rng = np.random.default_rng(0)
@@ -331,14 +332,14 @@ def user_section(user: dict | None) -> list[str]:
                   "half of the last decoder convolution, run once per batch); `not traced` opts out."]
 
 
-def write(doc: dict) -> None:
+def write(doc: dict, name: str = "score_pool") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "score_pool.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     flops, peak = doc["flops_per_image"], doc["matmul_gflops"]
     md = ["# Pool scoring: speed, memory and ranking", "",
           f"{doc['machine']}; torch {doc['torch']}, {doc['threads']} threads; K = {doc['k']}; 16-filter depth-3 "
           f"U-Net on 128×128 real nuclei images; compute precision of the default path: {doc['precision']}. "
-          "Command: `python benchmarks/score_pool.py`.", "",
+          f"Command: `{doc.get('command', 'python benchmarks/score_pool.py')}`.", "",
           f"Matmul peak (4096² `torch.mm`): {peak['float32']:.0f} GFLOP/s float32, {peak['bfloat16']:.0f} "
           f"GFLOP/s bfloat16. FLOPs per pool image: {flops['ours'] / 1e9:.1f} G on our path (the first block "
           f"once, the rest K times), {flops['naive'] / 1e9:.1f} G for K full passes.", "",
@@ -372,7 +373,7 @@ def write(doc: dict) -> None:
            "| score | Spearman, default path vs float32 reference |", "|---|---|"]
     md += [f"| {name} | {doc['ranking'][name]:.4f} |" for name in ("bald", "max_entropy")]
     md += user_section(doc.get("user_unet"))
-    (RESULTS / "score_pool.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
@@ -383,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--no-baal", action="store_true", help="skip baal (e.g. when it is not installed)")
+    ap.add_argument("--out", default="score_pool", help="results file name in benchmarks/results (.md, .json)")
     ap.add_argument("--_measure", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--_work", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -396,13 +398,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("baal is not installed; see this script's docstring for the pip command, "
                              "or pass --no-baal") from None
     sizes = [int(s) for s in args.sizes.split(",")]
+    argv_used = sys.argv[1:] if argv is None else list(argv)
     from activeseg.uncertainty.estimators import resolve_precision
 
     with tempfile.TemporaryDirectory(prefix="score_pool_") as tmp:
         work = Path(tmp)
         print("training the U-Net and writing the pool files ...", flush=True)
         n_real = prepare(work, max(sizes + [256]), args.train_steps)
-        doc = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        doc = {"machine": host_line(describe()), "command": " ".join(["python benchmarks/score_pool.py", *argv_used]),
                "torch": torch.__version__, "threads": torch.get_num_threads(), "k": args.k, "repeats": args.repeats,
                "precision": str(resolve_precision("auto", "cpu")).removeprefix("torch."), "real_patches": n_real,
                "matmul_gflops": matmul_peak(), "flops_per_image": flops_per_image(work, args.k)}
@@ -418,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                                    str(args.k)], capture_output=True, text=True, check=True)
             doc["sizes"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(f"  {doc['sizes'][-1]}", flush=True)
-    write(doc)
+    write(doc, args.out)
     return 0
 
 
