@@ -164,6 +164,10 @@ def test_batchbald_per_pixel_skips_a_copy_for_an_image_that_splits_the_samples_d
     assert np.argsort(-bald(probs).sum(-1)).tolist()[:2] == [0, 1]  # top-k BALD takes both copies
     first, second = batchbald_pixels(probs, 2, np.random.default_rng(0)).tolist()
     assert first in (0, 1) and second == 2  # the copies tie up to the draws' noise
+    # the batch's information: one split names a pair of samples (log 2); both splits name the sample, log K
+    trace: list[float] = []
+    batchbald_pixels(probs, 2, np.random.default_rng(0), num_samples=20_000, trace=trace)
+    assert trace[0] == pytest.approx(np.log(2), abs=0.03) and trace[1] == pytest.approx(np.log(4), abs=0.05)
 
 
 def test_pixel_joint_entropy_estimate_matches_enumeration():

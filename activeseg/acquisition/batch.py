@@ -254,7 +254,8 @@ PIXEL_MEMORY = 512 * 2**20  # bytes of per-candidate sample log-likelihoods batc
 
 
 def batchbald_pixels(probs_N_K_C_P, k: int, rng: np.random.Generator, num_samples: int = 1000,
-                     candidates: int | None = None, memory: int = PIXEL_MEMORY) -> np.ndarray:
+                     candidates: int | None = None, memory: int = PIXEL_MEMORY,
+                     trace: list | None = None) -> np.ndarray:
     """BatchBALD over the pixels of images: the batch's labels are all P pixels of each of its images.
 
     Given the parameters ω_k (one MC sample), every pixel label is independent (the model predicts each
@@ -281,6 +282,8 @@ def batchbald_pixels(probs_N_K_C_P, k: int, rng: np.random.Generator, num_sample
         candidates: only the top (pixel-summed) BALD images are considered (default: all, or as many as
             ``memory`` allows for the ``[N, K, M]`` log-likelihoods, the rest with a log line).
         memory: bytes the per-candidate log-likelihoods may take (float32).
+        trace: a list that receives, per greedy step, the estimated mutual information (nats) of the batch
+            picked so far: how close it comes to ``log K`` (``benchmarks/batchbald_saturation.py``).
     """
     k = _check_k(k)
     rng = check_rng(rng)
@@ -308,7 +311,10 @@ def batchbald_pixels(probs_N_K_C_P, k: int, rng: np.random.Generator, num_sample
         cand = np.flatnonzero(free)
         h_joint = np.concatenate([-(_logmeanexp(log_joint_K_M[None] + loglik_N_K_M[cand[s : s + 64]], 1)).mean(1)
                                   for s in range(0, len(cand), 64)])
-        j = int(np.argmax(h_joint - (cond_sum + cond_N[pool[cand]])))  # ties: the lower index
+        gain = h_joint - (cond_sum + cond_N[pool[cand]])
+        j = int(np.argmax(gain))  # ties: the lower index
+        if trace is not None:
+            trace.append(float(gain[j]))
         picks.append(int(pool[cand[j]]))
         free[cand[j]] = False
         cond_sum += cond_N[picks[-1]]
