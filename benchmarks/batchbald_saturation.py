@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--labelled", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--results-only", action="store_true", help="rewrite the .md from the .json")
     args = ap.parse_args(argv)
+    if args.results_only:
+        write_markdown(json.loads((RESULTS / "batchbald_saturation.json").read_text()), args)
+        return 0
 
     import torch
     from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
@@ -85,24 +89,33 @@ def main(argv: list[str] | None = None) -> int:
            "pixels": strategy.pixels, "num_samples": strategy.num_samples, "summary": summary, "runs": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "batchbald_saturation.json").write_text(json.dumps(doc, indent=1) + "\n")
+    write_markdown(json.loads(json.dumps(doc)), args)  # the keys as the .json has them
+    return 0
+
+
+def write_markdown(doc: dict, args) -> None:
+    steps = [s for s in (1, 2, 4, doc["batch"]) if s <= doc["batch"]]
     lines = ["# BatchBALD per pixel against its log K ceiling, on real nuclei3 rounds", "",
-             f"Made by `python benchmarks/batchbald_saturation.py --seeds {args.seeds} --ks {args.ks} --batch "
-             f"{args.batch}`: the demo's setting, a model trained on {len(idx)} labelled patches per seed, "
-             f"{len(cand)} candidates, {strategy.pixels} fixed pixels per image, {strategy.num_samples} drawn "
+             f"Made by `python benchmarks/batchbald_saturation.py --seeds {doc['seeds']} --ks {args.ks} --batch "
+             f"{doc['batch']}`: the demo's setting, a model trained on {doc['labelled']} labelled patches per seed, "
+             f"{doc['candidates']} candidates, {doc['pixels']} fixed pixels per image, {doc['num_samples']} drawn "
              f"configurations; the estimated information of the greedy batch after each pick (nats, mean over "
-             f"{args.seeds} seeds). Host: {host}.", "",
+             f"{doc['seeds']} seeds). Host: {doc['host']}.", "",
              "| K | log K | " + " | ".join(f"after {s} pick{'s' if s > 1 else ''}" for s in steps)
              + " | gain of the last pick |",
              "|---|---|" + "---|" * len(steps) + "---|"]
-    for k, s in summary.items():
-        cells = " | ".join(f"{s['mi_after'][n]:.3f} ({100 * s['share_of_log_k_after'][n]:.0f}%)" for n in steps)
+    for k, s in doc["summary"].items():
+        cells = " | ".join(f"{s['mi_after'][str(n)]:.3f} ({100 * s['share_of_log_k_after'][str(n)]:.0f}%)"
+                           for n in steps)
         lines.append(f"| {k} | {s['log_k']:.3f} | {cells} | {s['last_gain']:.3f} |")
-    lines += ["", "Each cell: the batch's estimated mutual information and its share of log K. The estimate comes "
-              "from drawn configurations, so it can pass log K by its sampling noise.", ""]
+    lines += ["", "Each cell: the batch's estimated mutual information and its share of log K. The estimate "
+              "averages, over the drawn configurations, log p(y | the sample that drew y) − log mean_k p(y | "
+              "sample k): each term lies in [0, log K]. The earlier estimator (the joint entropy of the draws "
+              "minus the exact conditional entropy) passed log K on this same setting, by up to 4.5×: this "
+              "file at commit 3e74820.", ""]
     md = "\n".join(lines)
     (RESULTS / "batchbald_saturation.md").write_text(md)
     print(md)
-    return 0
 
 
 if __name__ == "__main__":

@@ -168,6 +168,15 @@ def test_batchbald_per_pixel_skips_a_copy_for_an_image_that_splits_the_samples_d
     trace: list[float] = []
     batchbald_pixels(probs, 2, np.random.default_rng(0), num_samples=20_000, trace=trace)
     assert trace[0] == pytest.approx(np.log(2), abs=0.03) and trace[1] == pytest.approx(np.log(4), abs=0.05)
+    # never above log K, whatever the draws: each draw's term is in [0, log K]
+    rng = np.random.default_rng(6)
+    noisy = rng.dirichlet(np.ones(3) * 0.3, size=(40, 4, 256)).transpose(0, 1, 3, 2)  # 40 images, K = 4, P = 256
+    trace = []
+    picks = batchbald_pixels(noisy, 8, np.random.default_rng(0), num_samples=200, trace=trace).tolist()
+    assert all(0.0 <= t <= np.log(4) + 1e-9 for t in trace)
+    assert trace[0] > 0.99 * np.log(4)  # 256 such pixels name the sample: one image takes the whole log K
+    by_bald = [int(i) for i in np.argsort(-bald(noisy).sum(-1), kind="stable") if i != picks[0]]
+    assert picks[1:] == by_bald[:7]  # every later candidate ties at log K: the rest of the batch is top BALD
 
 
 def test_pixel_joint_entropy_estimate_matches_enumeration():

@@ -253,6 +253,10 @@ def _joint_entropy(joint_K_M: np.ndarray, p_N_K_C: np.ndarray, sampled: bool) ->
 PIXEL_MEMORY = 512 * 2**20  # bytes of per-candidate sample log-likelihoods batchbald_pixels may hold
 
 
+SATURATION_TOL = 1e-6
+"""Nats within which two candidates' BatchBALD gains count as a tie (broken by their BALD)."""
+
+
 def batchbald_pixels(probs_N_K_C_P, k: int, rng: np.random.Generator, num_samples: int = 1000,
                      candidates: int | None = None, memory: int = PIXEL_MEMORY,
                      trace: list | None = None) -> np.ndarray:
@@ -263,8 +267,18 @@ def batchbald_pixels(probs_N_K_C_P, k: int, rng: np.random.Generator, num_sample
     maximising ``H(y_B, y_n) - Σ_{i∈B∪{n}} Σ_s E_ω H(y_{i,s} | ω)``. ``C^{|B|·P}`` configurations cannot
     be enumerated, so the joint entropy is always estimated: M = ``num_samples`` configurations are drawn
     once from the joint predictive (ω_m uniform over the K samples, then every pixel of every candidate
-    from ``p(· | ω_m)``) and ``H ≈ -(1/M) Σ_m log mean_k p(y_m | ω_k)``, in log space (products of
-    thousands of pixel probabilities underflow). The same draws serve every greedy step.
+    from ``p(· | ω_m)``), and the information of a batch is estimated on the same draws as
+    ``I ≈ (1/M) Σ_m [log p(y_m | ω_m) - log mean_k p(y_m | ω_k)]``, in log space (products of thousands of
+    pixel probabilities underflow). Each term lies in ``[0, log K]`` and the pixel-level noise of a draw
+    cancels between its two parts. (Subtracting the exact conditional entropy from the estimated joint
+    entropy, as the categorical :func:`batchbald` does, leaves that noise in: with 256 pixels per image and
+    1000 draws the greedy argmax over 582 real nuclei3 candidates picked it up as about 0.9 nats a pick, and
+    the estimate of an 8-image batch reached 4.5 × log K, ``benchmarks/results/batchbald_saturation.md`` at
+    commit 3e74820.) The same draws serve every greedy step. Candidates whose gains tie (within
+    ``SATURATION_TOL`` nats) are told apart by their own BALD: once the batch carries ``log K`` every
+    candidate ties, and the rest of the batch is the top BALD images (logged). On real nuclei3 rounds one
+    image of 256 pixels carries 98-100% of ``log K`` for K = 10, 20 and 40
+    (``benchmarks/results/batchbald_saturation.md``), so there the batch is its best image plus top BALD.
 
     With K samples the mutual information of any batch is at most ``log K`` (the labels can at most
     identify which of the K samples produced them). An image whose pixels disagree widely across the
@@ -303,23 +317,39 @@ def batchbald_pixels(probs_N_K_C_P, k: int, rng: np.random.Generator, num_sample
     pool = np.arange(n_items) if keep == n_items else np.sort(top_k(bald_N, keep))
     omega_M = rng.integers(n_k, size=num_samples)
     loglik_N_K_M = _pixel_logliks(p[pool], omega_M, rng)
-    log_joint_K_M = np.zeros((n_k, num_samples))
+    m_idx = np.arange(num_samples)
+    log_joint_K_M = np.zeros((n_k, num_samples))  # Σ_{i∈B} log p(y_{i,m} | ω_k)
+    own_M = np.zeros(num_samples)  # Σ_{i∈B} log p(y_{i,m} | ω_m): under the sample that drew them
     picks: list[int] = []
-    cond_sum = 0.0
+    saturated = False
     free = np.ones(len(pool), bool)
     for _ in range(min(k, len(pool))):
         cand = np.flatnonzero(free)
-        h_joint = np.concatenate([-(_logmeanexp(log_joint_K_M[None] + loglik_N_K_M[cand[s : s + 64]], 1)).mean(1)
-                                  for s in range(0, len(cand), 64)])
-        gain = h_joint - (cond_sum + cond_N[pool[cand]])
-        j = int(np.argmax(gain))  # ties: the lower index
+        gain = np.concatenate([_paired_information(log_joint_K_M, own_M, loglik_N_K_M[cand[s : s + 64]], omega_M,
+                                                   m_idx) for s in range(0, len(cand), 64)])
+        best = gain.max()
+        tied = np.flatnonzero(gain >= best - SATURATION_TOL)
+        j = int(tied[np.argmax(bald_N[pool[cand[tied]]])]) if len(tied) > 1 else int(np.argmax(gain))
+        if len(tied) > 1 and best >= np.log(n_k) - SATURATION_TOL and not saturated:
+            saturated = True
+            _log.info("batchbald_pixels: the batch reached log K = %.3f nats after %d pick(s); the rest is "
+                      "filled by BALD. More samples (K) or fewer pixels let BatchBALD tell more images apart",
+                      np.log(n_k), len(picks) + 1)
         if trace is not None:
             trace.append(float(gain[j]))
         picks.append(int(pool[cand[j]]))
         free[cand[j]] = False
-        cond_sum += cond_N[picks[-1]]
         log_joint_K_M = log_joint_K_M + loglik_N_K_M[cand[j]]
+        own_M = own_M + loglik_N_K_M[cand[j]][omega_M, m_idx]
     return np.asarray(picks, dtype=np.int64)
+
+
+def _paired_information(log_joint_K_M, own_M, loglik_c_K_M, omega_M, m_idx) -> np.ndarray:
+    """``[c]``: the information of the batch plus each candidate, ``mean_m [log p(y_m | ω_m) - log mean_k
+    p(y_m | ω_k)]`` over the drawn configurations (each term in ``[0, log K]``)."""
+    joint = log_joint_K_M[None] + loglik_c_K_M
+    own = own_M[None] + loglik_c_K_M[:, omega_M, m_idx]
+    return (own - _logmeanexp(joint, 1)).mean(1)
 
 
 def _pixel_logliks(p_N_K_C_P: np.ndarray, omega_M: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -6,10 +6,11 @@ level) in float32 and in bfloat16, the best of ``PROBE_REPS`` timings each, on o
 when it is at least ``PROBE_MARGIN`` times faster. One thread because the ratio is a property of the core's
 instructions, and a probe on several threads while another process holds a core waits on that core for
 both dtypes alike (on the 2-core AMD EPYC this was written on, a 2-thread probe run while a study held the
-other core measured 1.00× and kept float32; the 1-thread probe measures 1.65× there). A CPU without native bf16 gets float32 without a probe (emulated bf16
-ran under 1 GFLOP/s on such hosts). The decision is logged (logger ``activeseg``) and kept in
-``<data dir>/precision.json`` per CPU model and torch version, so later runs on the same machine reuse it
-rather than re-measuring: a noisy second probe must not change what a resumed run computes.
+other core measured 1.00× and kept float32; the 1-thread probe measures 1.65× there). A CPU without
+native bf16 gets float32 without a probe (emulated bf16 ran under 1 GFLOP/s on such hosts). The decision
+is logged (logger ``activeseg``) and kept in ``<data dir>/precision.json`` per CPU model and torch version,
+so later runs on the same machine reuse it rather than re-measuring: a noisy second probe must not change
+what a resumed run computes.
 """
 
 from __future__ import annotations
