@@ -174,8 +174,12 @@ def finished_rounds(run_dir: str | Path) -> int:
         return sum(1 for line in f if line.endswith("\n") and line.strip())
 
 
+MAY_CHANGE = ("rounds", "device", "channels_last", "heatmaps")
+"""Settings a resumed run may change: how long it goes on, and how it computes (not what)."""
+
+
 def write_config(run_dir: str | Path, config_json: str, resume: bool, default_json: str,
-                 may_change: tuple[str, ...] = ("rounds", "device", "channels_last", "heatmaps")) -> None:
+                 may_change: tuple[str, ...] = MAY_CHANGE) -> None:
     """Save the run's settings; when resuming, first check they equal the saved ones (but ``may_change``).
 
     A key the saved config lacks (added to activeseg after the run started) counts as its default

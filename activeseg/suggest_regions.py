@@ -22,7 +22,7 @@ import numpy as np
 
 from activeseg.data.folder import DatasetError
 
-__all__ = ["TIMES", "read_times", "suggest_regions"]
+__all__ = ["TIMES", "read_times", "suggest_regions", "write_regions"]
 
 TIMES = "annotation_times.csv"
 TIME_COLUMNS = ("file", "y", "x", "h", "w", "seconds")
@@ -53,6 +53,30 @@ def read_times(path: Path, data) -> list[tuple[int, int, int, int, int, float]]:
                 raise DatasetError(f"{path}, line {line}: box y={y} x={x} h={h} w={w} does not fit "
                                    f"{row['file']} ({height} × {width}) or seconds {seconds} < 0")
             rows.append((i, y, x, h, w, seconds))
+    return rows
+
+
+def write_regions(path: Path, sel, file_of, unit: str, cells: str) -> list[dict]:
+    """The rows of a region suggestion, best first, written to ``path`` (CSV): rank, file (``file_of(item)``),
+    the box (``y, x, h, w``; in a volume ``z, y, x, d, h, w``), score, informativeness and, for a cost-aware
+    strategy, the predicted cost and the model that priced it. No region (``unit``s of ``cells``) fitting
+    between the labelled ones is an error that says what to change."""
+    pick = sel.pick
+    rows = []
+    for rank, region in enumerate(pick.regions, start=1):
+        axes = ("z", "y", "x", "d", "h", "w") if region.d else ("y", "x", "h", "w")
+        row = {"rank": rank, "file": file_of(region.item), **dict(zip(axes, region.box(), strict=True)),
+               "score": round(float(pick.scores[rank - 1]), 6),
+               "informativeness": round(float(pick.informativeness[rank - 1]), 6)}
+        if pick.predicted_cost is not None:
+            row.update(predicted_cost=round(float(pick.predicted_cost[rank - 1]), 4), cost_model=sel.cost_source)
+        rows.append(row)
+    if not rows:
+        raise DatasetError(f"no {unit} fits between the labelled {cells}; lower --region-size")
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[-1]))
+        writer.writeheader()
+        writer.writerows(rows)
     return rows
 
 
@@ -90,22 +114,9 @@ def suggest_regions(engine, model, data, masks_dir, out: Path, k: int, seed: int
     sel = engine.propose_regions(model, [data.images[i] for i in candidates], [labelled[i] for i in candidates], k,
                                  seed, device, samples)
     pick = sel.pick
-    rows_out = []
-    for rank, region in enumerate(pick.regions, start=1):
-        i = candidates[region.item]
-        row = {"rank": rank, "file": data.paths[i].name, "y": region.y, "x": region.x, "h": region.h, "w": region.w,
-               "score": round(float(pick.scores[rank - 1]), 6),
-               "informativeness": round(float(pick.informativeness[rank - 1]), 6)}
-        if pick.predicted_cost is not None:
-            row.update(predicted_cost=round(float(pick.predicted_cost[rank - 1]), 4), cost_model=sel.cost_source)
-        rows_out.append(row)
-    if not rows_out:
-        raise DatasetError("no window fits between the labelled pixels; lower --region-size")
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "regions.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows_out[-1]))
-        writer.writeheader()
-        writer.writerows(rows_out)
+    rows_out = write_regions(out / "regions.csv", sel, lambda item: data.paths[candidates[item]].name, "window",
+                             "pixels")
     shown = sorted({candidates[r.item] for r in pick.regions})
     probs, maps = engine.maps(model, [data.images[i] for i in shown], seed, device)
     at = dict(zip(shown, range(len(shown)), strict=True))

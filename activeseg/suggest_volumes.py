@@ -133,29 +133,17 @@ def _region_rows(engine, model, names, scaled, done, maps, candidates, k: int, s
     """The ``k`` best cubes (side ``region_size``) among the candidates' unlabelled voxels, scored on their
     sliding-window maps; ``regions.csv`` and the orthogonal slices through each cube's most uncertain voxel."""
     from activeseg.report.heatmaps import save_volume_overlays
+    from activeseg.suggest_regions import write_regions
 
     masks = [np.zeros(scaled[i].shape[1:], bool) if done[i] is None else done[i] for i in candidates]
     scored = ([maps[i][0] for i in candidates], [maps[i][1] for i in candidates])
     sel = engine.propose_regions(model, [scaled[i] for i in candidates], masks, k, seed, device, scored=scored)
-    pick, rows = sel.pick, []
-    for rank, region in enumerate(pick.regions, start=1):
+    rows = write_regions(out / "regions.csv", sel, lambda item: names[candidates[item]], "cube", "voxels")
+    for row, region in zip(rows, sel.pick.regions, strict=True):
         i, box = candidates[region.item], region.slices()
-        z, y, x, d, h, w = region.box()
-        row = {"rank": rank, "file": names[i], "z": z, "y": y, "x": x, "d": d, "h": h, "w": w,
-               "score": round(float(pick.scores[rank - 1]), 6),
-               "informativeness": round(float(pick.informativeness[rank - 1]), 6)}
-        if pick.predicted_cost is not None:
-            row.update(predicted_cost=round(float(pick.predicted_cost[rank - 1]), 4), cost_model=sel.cost_source)
-        rows.append(row)
         mean, umap = maps[i]
-        save_volume_overlays(out / "heatmaps" / f"{rank:03d}_{names[i]}_z{z}_y{y}_x{x}.png",
+        save_volume_overlays(out / "heatmaps" / f"{row['rank']:03d}_{names[i]}_z{region.z}_y{region.y}_x{region.x}.png",
                              scaled[i][(slice(None), *box)], mean[(slice(None), *box)], umap[box],
-                             title=f"rank {rank}: {names[i]} z={z} y={y} x={x} ({engine.cfg.strategy} "
-                                   f"{row['score']:.3g})")
-    if not rows:
-        raise DatasetError("no cube fits between the labelled voxels; lower --region-size")
-    with open(out / "regions.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[-1]))
-        writer.writeheader()
-        writer.writerows(rows)
+                             title=f"rank {row['rank']}: {names[i]} z={region.z} y={region.y} x={region.x} "
+                                   f"({engine.cfg.strategy} {row['score']:.3g})")
     return rows

@@ -80,12 +80,17 @@ def best_round(run) -> dict:
     return max(run.records, key=lambda r: (r["val"]["dice"], -r["round"]))
 
 
+def started(mode_dir: Path) -> bool:
+    """Whether a mode (Delete / NoDelete) has a run with a ledger yet."""
+    return any(mode_dir.glob("*/seed_*/ledger.jsonl"))
+
+
 def table(out: Path, cfg) -> dict:
     available = None if cfg.max_pool is None else cfg.initial + cfg.max_pool  # else: the ledgers' pool size
     rows: dict[str, dict] = {}
     best_items: dict[str, dict[int, np.ndarray]] = {}
     for mode in MODES:
-        if not any((out / mode).glob("*/seed_*/ledger.jsonl")):  # a mode not started yet
+        if not started(out / mode):
             continue
         for run in find_runs([out / mode]):
             if run.run_dir.parent.name == "reference" or not run.records:
@@ -153,7 +158,7 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
     (results / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     runs = []
     for mode in MODES:
-        if any((out / mode).glob("*/seed_*/ledger.jsonl")):
+        if started(out / mode):
             for run in find_runs([out / mode]):
                 if run.run_dir.parent.name != "reference" and run.records:
                     run.config["strategy"] = f"{run.strategy} {MODES[mode]}"

@@ -29,7 +29,8 @@ them (torch stays the pinned CPU build)::
     pip install --no-deps baal==2.1.0 structlog==22.3.0 torchmetrics==1.9.0 lightning-utilities==0.15.3
 
 Usage: ``python benchmarks/score_pool.py [--sizes 64,1024,10000] [--k 20] [--repeats 3]`` (about 25
-minutes on an idle 2-core CPU; ``--sizes 64,256 --repeats 1`` for a quick look).
+minutes on an idle 2-core CPU; ``--sizes 64,256 --repeats 1`` for a quick look; ``--results-only`` rewrites
+the .md of ``--out`` from its .json).
 """
 
 from __future__ import annotations
@@ -385,9 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--no-baal", action="store_true", help="skip baal (e.g. when it is not installed)")
     ap.add_argument("--out", default="score_pool", help="results file name in benchmarks/results (.md, .json)")
+    ap.add_argument("--results-only", action="store_true", help="rewrite the .md of --out from its .json")
     ap.add_argument("--_measure", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--_work", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.results_only:
+        write(json.loads((RESULTS / f"{args.out}.json").read_text()), args.out)
+        return 0
     if args._measure:  # the child process of one pool size
         print(json.dumps(measure_size(Path(args._work), args._measure, args.k)))
         return 0

@@ -112,8 +112,9 @@ def complete_runs(runs_dir: Path) -> tuple[list, list[int]]:
     that no arm's partial curve shortens everyone's AULC range), and those seeds."""
     from activeseg.report import find_runs
 
-    runs = [r for r in find_runs(runs_dir) if r.records and len(r.records) == int(r.config["rounds"])]
-    arms = {r.strategy for r in find_runs(runs_dir)}
+    found = find_runs(runs_dir)
+    runs = [r for r in found if r.records and len(r.records) == int(r.config["rounds"])]
+    arms = {r.strategy for r in found}
     seeds = sorted(s for s in {r.seed for r in runs} if {r.strategy for r in runs if r.seed == s} == arms)
     return [r for r in runs if r.seed in seeds], seeds
 

@@ -329,7 +329,7 @@ def batchbald_pixels(probs_N_K_C_P, k: int, rng: np.random.Generator, num_sample
                                                    m_idx) for s in range(0, len(cand), 64)])
         best = gain.max()
         tied = np.flatnonzero(gain >= best - SATURATION_TOL)
-        j = int(tied[np.argmax(bald_N[pool[cand[tied]]])]) if len(tied) > 1 else int(np.argmax(gain))
+        j = int(tied[np.argmax(bald_N[pool[cand[tied]]])])  # the best gain; ties by BALD
         if len(tied) > 1 and best >= np.log(n_k) - SATURATION_TOL and not saturated:
             saturated = True
             _log.info("batchbald_pixels: the batch reached log K = %.3f nats after %d pick(s); the rest is "

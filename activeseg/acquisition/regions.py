@@ -206,24 +206,21 @@ def candidate_windows(shapes, size: int, stride: int = 0, labelled=None,
                          f"got candidates of {sorted(dims)} dimensions")
     if size < 1:
         raise ValueError(f"region size must be at least 1 pixel, got {size}")
-    parts = []
+    ndim = dims.pop() if dims else 2
+    items, starts, sides = [np.zeros(0, np.int64)], [np.zeros((0, ndim), np.int64)], [np.zeros(0, np.int64)]
     for n, shape in enumerate(shapes):
         side = min(size, *shape)
         step = stride or max(side // 2, 1)
         grid = np.meshgrid(*(window_grid(length, side, step) for length in shape), indexing="ij")
-        parts.append((np.full(grid[0].size, n), *(g.ravel() for g in grid), np.full(grid[0].size, side)))
-    cols = [np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(len(parts[0]))] if parts else []
-    if not parts:
-        windows = Windows(*(np.zeros(0, np.int64) for _ in range(4)))
-    elif len(cols) == 4:  # item, y, x, side
-        windows = Windows(*cols)
-    else:  # item, z, y, x, side
-        windows = Windows(cols[0], cols[2], cols[3], cols[4], cols[1])
+        starts.append(np.stack([g.ravel() for g in grid], axis=1))
+        items.append(np.full(grid[0].size, n))
+        sides.append(np.full(grid[0].size, side))
+    item, start, side = (np.concatenate(a).astype(np.int64) for a in (items, starts, sides))
+    windows = Windows(item, start[:, -2], start[:, -1], side, start[:, 0] if ndim == 3 else None)
     if labelled is None:
         return windows, np.ones(len(windows), bool)
     done = windows.sums([np.asarray(m, dtype=np.float64) for m in labelled])
-    volume = windows.side.astype(np.float64) ** (2 if windows.z is None else 3)
-    allowed = done == 0 if mode == "exclude" else done < volume
+    allowed = done == 0 if mode == "exclude" else done < windows.side.astype(np.float64) ** ndim
     return windows, allowed
 
 
