@@ -210,9 +210,11 @@ SVGD_SETTINGS = ("prior_precision", "svgd_objective", "svgd_kernel")
 """Settings only the ``svgd`` estimator reads: a run with another estimator does not depend on them."""
 
 
-def unread_settings(estimator: str) -> tuple[str, ...]:
-    """The settings a run with ``estimator`` does not read (their values may differ between its configs)."""
-    return SVGD_SETTINGS if estimator != "svgd" else ()
+def unread_settings(estimator: str, augment: bool = True, reference: bool = True) -> tuple[str, ...]:
+    """The settings a run with ``estimator`` (and ``augment``, ``reference`` as set) does not read: their
+    values may differ between its configs, e.g. a run without augmentation never reads ``augment_style``."""
+    return ((SVGD_SETTINGS if estimator != "svgd" else ()) + (() if augment else ("augment_style",))
+            + (() if reference else ("reference_epochs",)))
 
 LEGACY = {"optimizer": "adam", "lr_schedule": "constant", "ema_decay": 0.0, "augment_style": "affine",
           "norm": "batch", "source_weighting": "items", "classes": None, "ignore_index": 255, "warmup": 0.05,

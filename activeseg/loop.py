@@ -95,7 +95,7 @@ def run_simulation(cfg: SimConfig, dataset: ImageDataset, run_dir: str | Path, r
     engine = Engine(cfg)  # bad strategy or scoring settings fail here, before any training
     done = records.open_ledger(run_dir, resume)
     records.write_config(run_dir, cfg.to_json(), resume, json.dumps(saved_config_defaults()),
-                         may_change=(*records.MAY_CHANGE, *unread_settings(cfg.estimator)))
+                         may_change=(*records.MAY_CHANGE, *unread_settings(cfg.estimator, cfg.augment, cfg.reference)))
     records.write_strategy(run_dir, engine.strategy_settings(), fresh=not done)
     if getattr(engine.strategy, "unit", "image") == "region" and (cfg.no_delete or dataset.task != "segmentation"):
         raise ValueError(f"strategy {cfg.strategy!r} labels regions of images: it needs a segmentation dataset and "

@@ -11,7 +11,10 @@ every stage):
      ``random_regions``, ``entropy_regions`` and ``cereals``.
    Same seed = same split and initial set for every arm; every ledger records the clicks and pixels spent.
 2. ``mnist``: ``vaal`` against ``random`` and ``bald`` on MNIST with Gal et al.'s protocol
-   (``configs/gal_mnist.toml``), into ``survey_frameworks_mnist_runs/``.
+   (``configs/gal_mnist.toml``), into ``survey_frameworks_mnist_runs/``. The ``random`` and ``bald`` runs
+   that ``benchmarks/gal_mnist.py`` finished with that config are adopted (their ledgers copied, not run
+   again): same config and seed give the same run (this stage's own ``random`` seed 0 repeated the first 84
+   rounds of Gal's bit for bit before adoption replaced it), and resuming checks the configs are equal.
 3. ``results`` (after every stage): ``survey_frameworks.md`` / ``.json`` / ``.png`` (and ``_pixels.png``), over
    the seeds on which every arm has finished: the seed-level comparison
    with random (paired over seeds, bootstrap CIs, Holm, random vs random) at equal annotation cost (AULC on a
@@ -44,6 +47,7 @@ ARMS = {  # config -> strategies
     "configs/survey_regions.toml": ["random_regions", "entropy_regions", "cereals"],
 }
 MNIST = ("configs/gal_mnist.toml", ["random", "bald", "vaal"])
+GAL_RUNS = RESULTS / "gal_mnist_runs"  # benchmarks/gal_mnist.py's runs of the same config
 PAIRS = {"ceal": "max_entropy", "cereals": "entropy_regions"}  # a framework against its own base
 
 
@@ -60,6 +64,35 @@ def run_stage(arms: dict[str, list[str]], out: Path, seeds: int, deadline: float
             results = simulate(cfg, strategies, [seed], out, resume=True, deadline=deadline, threads=threads)
             ok &= not any(r[2] for r in results)
     return ok
+
+
+def adopt_runs(source: Path, out: Path, strategies: list[str], seeds: int) -> list[str]:
+    """Copy the finished runs of ``strategies`` × ``seeds`` under ``source`` into ``out`` where ``out``'s run has
+    fewer rounds and its rounds are the same as the source's (timings aside); the adopted run folders."""
+    import shutil
+
+    from activeseg.records import LEDGER, read_ledger
+
+    def same(a: list[dict], b: list[dict]) -> bool:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in a] == \
+            [{k: v for k, v in r.items() if k != "seconds"} for r in b]
+
+    adopted = []
+    for strategy in strategies:
+        for seed in range(seeds):
+            src, dst = source / strategy / f"seed_{seed}", out / strategy / f"seed_{seed}"
+            if not (src / LEDGER).is_file():
+                continue
+            theirs = read_ledger(src / LEDGER)
+            ours = read_ledger(dst / LEDGER) if (dst / LEDGER).is_file() else []
+            if len(ours) >= len(theirs) or not same(ours, theirs[: len(ours)]):
+                continue
+            dst.mkdir(parents=True, exist_ok=True)
+            for f in src.iterdir():
+                if f.is_file() and f.suffix in (".json", ".jsonl") and f.name != "split.json":
+                    shutil.copyfile(f, dst / f.name)
+            adopted.append(str(dst))
+    return adopted
 
 
 def pseudo_summary(runs) -> dict:
@@ -209,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "study":
         ok = run_stage(ARMS, RUNS, args.seeds, deadline, args.threads)
     elif args.stage == "mnist":
+        for run in adopt_runs(GAL_RUNS, MNIST_RUNS, ["random", "bald"], args.seeds):
+            print(f"adopted benchmarks/gal_mnist.py's run as {run}", flush=True)
         ok = run_stage({MNIST[0]: MNIST[1]}, MNIST_RUNS, args.seeds, deadline, args.threads)
     write_results(host)
     print((RESULTS / "survey_frameworks.md").read_text())

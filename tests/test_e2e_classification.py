@@ -185,3 +185,30 @@ def test_gal_benchmark_reads_the_mean_curve_as_the_paper_reads_averaged_curves()
     assert per_seed == [10, 20]
     assert bench.mean_curve_crossings(runs, initial=20) == {"to_10pct": 30, "to_5pct": None, "rounds": 4}
     assert bench.mean_curve_crossings([run([0.3, 0.09]), run([0.3])], initial=20)["rounds"] == 1  # common rounds
+
+
+def test_survey_adopts_only_the_runs_that_its_own_ledgers_agree_with(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "survey_frameworks.py"
+    spec = importlib.util.spec_from_file_location("survey_frameworks_benchmark", path)
+    survey = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(survey)
+
+    def write(folder: Path, rows: list[dict]):
+        folder.mkdir(parents=True)
+        (folder / "ledger.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "config.json").write_text("{}")
+
+    rounds = [{"round": r, "test": {"error": 0.5 - r / 10}, "seconds": {"train": 1.0}} for r in range(1, 4)]
+    for seed in range(4):
+        write(tmp_path / "gal" / "random" / f"seed_{seed}", rounds)
+    write(tmp_path / "out" / "random" / "seed_1", [{**rounds[0], "seconds": {"train": 9.0}}])  # same, other time
+    write(tmp_path / "out" / "random" / "seed_2", [{**rounds[0], "test": {"error": 0.3}}])  # not the same run
+    write(tmp_path / "out" / "random" / "seed_3", rounds)  # already as long
+    adopted = survey.adopt_runs(tmp_path / "gal", tmp_path / "out", ["random", "bald"], 4)
+    assert adopted == [str(tmp_path / "out" / "random" / f"seed_{s}") for s in (0, 1)]
+    assert read_ledger(tmp_path / "out" / "random" / "seed_1" / "ledger.jsonl") == rounds
+    assert len(read_ledger(tmp_path / "out" / "random" / "seed_2" / "ledger.jsonl")) == 1

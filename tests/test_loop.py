@@ -79,6 +79,20 @@ def test_resume_after_kill_gives_the_records_of_an_uninterrupted_run(nuclei32, t
         run_simulation(cfg.replace(query=5), nuclei32, tmp_path / "cut", resume=True, progress=False)
 
 
+def test_resume_ignores_settings_the_run_never_reads(nuclei32, tmp_path):
+    # Without augmentation the augmentation style is never read, nor the reference's budget without a
+    # reference, so a config that differs only there resumes (a study saved under older defaults does).
+    cfg = SimConfig(strategy="random", augment=False, reference=False, **{**TINY, "rounds": 1})
+    run_simulation(cfg, nuclei32, tmp_path, progress=False)
+    other = cfg.replace(rounds=2, augment_style="affine", reference_epochs=3.0)
+    assert len(run_simulation(other, nuclei32, tmp_path, resume=True, progress=False)) == 2
+    augmented = cfg.replace(augment=True, augment_style="dihedral")
+    run_simulation(augmented, nuclei32, tmp_path / "augmented", progress=False)
+    with pytest.raises(ValueError, match="augment_style: saved 'dihedral' vs now 'affine'"):
+        run_simulation(augmented.replace(rounds=2, augment_style="affine"), nuclei32, tmp_path / "augmented",
+                       resume=True, progress=False)
+
+
 def test_no_delete_duplicates_without_new_annotations(nuclei32, tmp_path):
     # A 'random' strategy over all items with NoDelete: the pool holds 6 items, 4 labelled at the start,
     # so re-picks of labelled items are very likely over 4 rounds of 3.
