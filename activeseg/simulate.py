@@ -134,7 +134,7 @@ def simulate(cfg: SimConfig, strategies: list[str], seeds: list[int], out: str |
     Args:
         workers: processes running jobs at once; with more than one, each worker process starts with
             ``threads`` torch threads (default: the CPU count divided by ``workers``). With one, jobs run in
-            this process with its thread setting.
+            this process, with ``threads`` torch threads when given (else its own setting).
         until_round: run every job only up to this round (``resume=True`` later goes on).
         deadline: a ``time.time()`` after which no round starts; finished rounds stay in the ledgers
             and a later call with ``resume=True`` continues them.
@@ -151,6 +151,8 @@ def simulate(cfg: SimConfig, strategies: list[str], seeds: list[int], out: str |
     results = []
     bar = tqdm(total=len(jobs), desc="simulate", unit="run", disable=quiet)
     if workers <= 1:
+        if threads:
+            set_threads(threads)
         for job in jobs:
             results.append(run_job(job, quiet))
             bar.update(1)

@@ -275,10 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.results_only:
         from activeseg.simulate import simulate
 
-        if args.threads and args.workers <= 1:
-            import torch
-
-            torch.set_num_threads(args.threads)
         host = host_line(describe())
         cfg = load_config(ROOT / "configs" / config)
         start = time.time()

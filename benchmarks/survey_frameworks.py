@@ -218,7 +218,8 @@ def write_results(host: str) -> None:
     if MNIST_RUNS.exists():
         part, data = section("MNIST (Gal et al.'s protocol): acquired images", MNIST_RUNS,
                              "survey_frameworks_mnist", host, "n_annotations", target_error=0.10)
-        md += [*part, ""]
+        md += [*part, "The random and bald runs of seeds that `benchmarks/gal_mnist.py` had finished are its runs "
+               "(`gal_mnist_runs/`, the same config and seeds), adopted rather than run twice.", ""]
         doc["mnist"] = data
     (RESULTS / "survey_frameworks.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     (RESULTS / "survey_frameworks.md").write_text("\n".join(md) + "\n")

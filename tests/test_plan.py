@@ -172,3 +172,24 @@ def test_sweep_comma_strategy_in_base_becomes_grid(tmp_path):
     sweep_file.write_text('[base]\nstrategy = "random, bald"\nreference = false\n\n[grid]\nseed = [0]\n')
     jobs = expand(load_sweep(sweep_file), tmp_path)
     assert [j.run_dir.relative_to(tmp_path).as_posix() for j in jobs] == ["random/seed_0", "bald/seed_0"]
+
+
+def test_in_process_jobs_run_with_the_thread_count_asked_for(tmp_path, monkeypatch):
+    # A study run with --workers 1 --threads 1 beside another job must not spread over every core: two
+    # processes each with all the cores' threads slowed a 3-D round three-fold on 2 cores.
+    import torch
+
+    from activeseg import simulate as sim
+
+    seen = []
+    monkeypatch.setattr(sim, "prefetch", lambda jobs, quiet: None)
+    monkeypatch.setattr(sim, "run_job", lambda job, quiet: seen.append(torch.get_num_threads()) or ("", 0.0, None))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        sim.simulate(SimConfig(reference=False), ["random"], [0, 1], tmp_path, threads=1, quiet=True)
+        assert seen == [1, 1]
+        sim.simulate(SimConfig(reference=False), ["random"], [0], tmp_path / "b", quiet=True)
+        assert seen[-1] == 1  # no thread count asked for: the process's own setting
+    finally:
+        torch.set_num_threads(before)
