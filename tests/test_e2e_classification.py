@@ -103,12 +103,13 @@ def test_report_will_not_mix_tasks(mnist, tmp_path):
 # ---------------------------------------------------------------- the Gal et al. preset and benchmark
 
 
-def _gal_benchmark():
+def _benchmark(name: str = "gal_mnist"):
+    """The module of ``benchmarks/<name>.py``."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gal_mnist.py"
-    spec = importlib.util.spec_from_file_location("gal_mnist_benchmark", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -132,7 +133,7 @@ def test_gal_preset_runs_on_real_mnist(mnist, tmp_path):
 
 
 def test_gal_benchmark_counts_acquisitions_to_the_error_targets():
-    bench = _gal_benchmark()
+    bench = _benchmark()
 
     def recs(errors):
         return [{"n_annotations": 20 + 10 * i, "test": {"error": e}} for i, e in enumerate(errors)]
@@ -173,7 +174,7 @@ def test_mc_dropout_test_predictions(mnist, tmp_path):
 def test_gal_benchmark_reads_the_mean_curve_as_the_paper_reads_averaged_curves():
     from types import SimpleNamespace
 
-    bench = _gal_benchmark()
+    bench = _benchmark()
 
     def run(errors):
         return SimpleNamespace(records=[{"n_annotations": 20 + 10 * i, "test": {"error": e}}
@@ -188,14 +189,10 @@ def test_gal_benchmark_reads_the_mean_curve_as_the_paper_reads_averaged_curves()
 
 
 def test_survey_adopts_only_the_runs_that_its_own_ledgers_agree_with(tmp_path):
-    import importlib.util
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "survey_frameworks.py"
-    spec = importlib.util.spec_from_file_location("survey_frameworks_benchmark", path)
-    survey = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(survey)
+    survey = _benchmark("survey_frameworks")
 
     def write(folder: Path, rows: list[dict]):
         folder.mkdir(parents=True)
