@@ -116,7 +116,8 @@ def run_job(job: Job, quiet: bool) -> tuple[str, float, str | None]:
 
 
 def set_threads(threads: int) -> None:
-    """Torch threads of this process: called at process entry points only (the CLI, a worker's start)."""
+    """Torch threads of this process: called at process entry points (the CLI, a worker's start) and by
+    :func:`simulate` when it runs its jobs in this process with ``threads`` given."""
     import torch
 
     torch.set_num_threads(max(1, threads))

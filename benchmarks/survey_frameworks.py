@@ -158,8 +158,7 @@ primary 95%: 85% and 80% were added after no arm had reached 90% within the budg
 every arm to a level it reaches can be compared."""
 
 
-def section(title: str, runs_dir: Path, report: str, host: str, budget: str, target_error: float | None = None,
-            extra_fractions: tuple[float, ...] = SEG_FRACTIONS):
+def section(title: str, runs_dir: Path, report: str, host: str, budget: str, target_error: float | None = None):
     """Markdown and JSON of one comparison (as ``activeseg report --budget``) over the complete seeds, and its
     learning curves against the budget (``<report>.png``)."""
     from activeseg.report.curves import plot_learning_curves
@@ -170,11 +169,10 @@ def section(title: str, runs_dir: Path, report: str, host: str, budget: str, tar
     runs, seeds = complete_runs(runs_dir)
     if not runs:
         return [f"## {title}", "", "No seed has every arm finished yet."], {"seeds": []}
-    summary = summarize(runs, target=target, budget=budget, extra_fractions=extra_fractions)
+    summary = summarize(runs, target=target, budget=budget, extra_fractions=SEG_FRACTIONS)
     plot_learning_curves(runs, RESULTS / f"{report}.png", metric=summary["metric"], x=budget)
-    fractions = ", ".join(f"{f:.0%}" for f in extra_fractions)
     secondary = "" if target is not None else (
-        f" Targets: 95% of each seed's full-pool reference (primary), then {fractions} (secondary; 85% and 80% "
+        " Targets: 95% of each seed's full-pool reference (primary), then 90%, 85%, 80% (secondary; 85% and 80% "
         "added after no arm reached 90% within the budget).")
     md = [f"## {title}", "", f"Seeds with every arm finished: {', '.join(map(str, seeds))}.{secondary}", "",
           to_markdown(summary), "", f"![test score against {budget}]({report}.png)", ""]
@@ -247,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from activeseg.simulate import set_threads
 
-    set_threads(args.threads)
+    set_threads(args.threads)  # before describe(): the host line names and measures the runs' threads
     host = host_line(describe())
     deadline = None if args.hours is None else time.time() + 3600 * args.hours
     ok = True
