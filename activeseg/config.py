@@ -44,6 +44,9 @@ class TrainConfig:
                           "trained model (0: no average)")
     loss: str = _f("auto", "auto (dice+wce for segmentation, ce for classification), dice, wce, dice+wce or ce")
     eval_every: int = _f(0, "validate every this many steps (0: only at the end)")
+    eval_over: str = _f("items", "segmentation scores of the validation and test sets: items (the mean of each "
+                        "item's score) or volume (the items taken together as one region, per source: for the "
+                        "tiles of one held-out volume, as a volume's Dice is reported)")
     augment: bool = _f(True, "augment the training batches (see --augment-style)")
     augment_style: str = _f("dihedral", "dihedral: flips, 90° rotations and gamma; affine: shift/rotation/flip/zoom "
                             "(the committed studies)")
@@ -219,7 +222,8 @@ def unread_settings(estimator: str, augment: bool = True, reference: bool = True
 LEGACY = {"optimizer": "adam", "lr_schedule": "constant", "ema_decay": 0.0, "augment_style": "affine",
           "norm": "batch", "source_weighting": "items", "classes": None, "ignore_index": 255, "warmup": 0.05,
           "query_schedule": None, "initial_source": None, "reference_epochs": None,
-          "svgd_objective": "nath_log_dice", "svgd_kernel": "weight", "channels_last": False}
+          "svgd_objective": "nath_log_dice", "svgd_kernel": "weight", "channels_last": False,
+          "eval_over": "items"}
 """What a config saved before these keys existed meant: the fixed schedule of the committed studies
 (constant-lr Adam, batch norm, affine augmentation, checkpoint picking, the mean over test items)."""
 

@@ -211,20 +211,26 @@ class Engine:
 
         With ``cfg.source_weighting = "equal"`` and items from several sources (the item-id prefix before
         the first ``_``), the summary is the mean over sources of each source's mean, and it also holds each
-        source's own means of the headline metrics as ``<metric>@<source>``.
+        source's own means of the headline metrics as ``<metric>@<source>``. With ``cfg.eval_over =
+        "volume"`` a segmentation source's items are scored together, as one region (per source under
+        ``equal``, else all at once).
         """
         from activeseg.metrics import by_source
         from activeseg.train import evaluate
 
-        per_item, summary = evaluate(model, dataset.images[idx], dataset.targets[idx], device=device,
-                                     estimator=self.eval_estimator(seed), class_names=dataset.class_names)
         if self.cfg.source_weighting not in ("equal", "items"):
             raise ValueError(f"source_weighting '{self.cfg.source_weighting}' is not one of equal, items")
         sources = [dataset.item_ids[i].split("_", 1)[0] for i in idx]
-        if self.cfg.source_weighting == "equal" and len(set(sources)) > 1:
+        per_source = self.cfg.source_weighting == "equal" and len(set(sources)) > 1
+        per_item, summary = evaluate(model, dataset.images[idx], dataset.targets[idx], device=device,
+                                     estimator=self.eval_estimator(seed), class_names=dataset.class_names,
+                                     over=self.cfg.eval_over, groups=sources if per_source else None)
+        if per_source:
             equal, own = by_source(per_item, sources)
-            summary = {**summary, **equal}
-            summary.update({f"{m}@{src}": v[m] for src, v in own.items() for m in SOURCE_METRICS if m in v})
+            first = next(iter(own))  # scores pooled per source (eval_over = volume) are already in the summary
+            summary.update({k: v for k, v in equal.items() if f"{k}@{first}" not in summary})
+            summary.update({f"{m}@{src}": v[m] for src, v in own.items() for m in SOURCE_METRICS
+                            if m in v and f"{m}@{src}" not in summary})
             if "accuracy" in summary:  # classification: keep the error consistent with the accuracy
                 summary["error"] = 1.0 - summary["accuracy"]
         return per_item, summary

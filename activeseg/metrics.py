@@ -118,6 +118,30 @@ def segmentation_metrics(pred_N_S: np.ndarray, target_N_S: np.ndarray, num_class
     return out
 
 
+def pooled_metrics(pred_N_S: np.ndarray, target_N_S: np.ndarray, num_classes: int, groups_N=None,
+                   ignore_index: int | None = IGNORE_INDEX,
+                   class_names: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The segmentation metrics of the items taken together: every group of items (all of them, or each
+    source when ``groups_N`` names one per item) scored as one region made of all its pixels, e.g. the Dice
+    of a held-out slab cut into tiles, as one volume's Dice is reported, rather than the mean of its tiles'
+    Dice (a tile without a structure scores 1 for it whatever the model knows).
+
+    Returns:
+        (``{metric: mean over groups}``, ``{group: {metric: value}}``), the metrics of
+        :func:`segmentation_metrics`.
+    """
+    pred_N_S, target_N_S = np.asarray(pred_N_S), np.asarray(target_N_S)
+    groups_N = np.zeros(len(pred_N_S), int) if groups_N is None else np.asarray(list(groups_N))
+    own = {}
+    for g in sorted(set(groups_N.tolist())):
+        sel = groups_N == g
+        one = segmentation_metrics(pred_N_S[sel].reshape(1, -1), target_N_S[sel].reshape(1, -1), num_classes,
+                                   ignore_index, class_names)
+        own[str(g)] = {k: float(v[0]) for k, v in one.items()}
+    keys = next(iter(own.values()), {}).keys()
+    return {k: float(np.mean([v[k] for v in own.values()])) for k in keys}, own
+
+
 def by_source(per_item: dict[str, np.ndarray], sources: Sequence[str]) -> tuple[dict[str, float], dict[str, dict]]:
     """Means of per-item metrics with every source weighted equally, and each source's own means.
 

@@ -32,7 +32,7 @@ from activeseg.config import TrainConfig
 from activeseg.data.augment import AUGMENTATIONS
 from activeseg.data.dataset import task_of
 from activeseg.losses import AUTO_LOSS, LOSSES, class_weights, loss_fn
-from activeseg.metrics import classification_metrics, mean_metrics, segmentation_metrics
+from activeseg.metrics import classification_metrics, mean_metrics, pooled_metrics, segmentation_metrics
 from activeseg.uncertainty.dropout import seeded_dropout
 
 PRIMARY_METRIC = {"segmentation": "dice", "classification": "accuracy"}
@@ -56,7 +56,7 @@ def predict(model: nn.Module, images_N_C_S: np.ndarray, batch_size: int = 32, de
 
 def evaluate(
     model: nn.Module, images: np.ndarray, targets: np.ndarray, batch_size: int | None = None, device: str = "cpu",
-    estimator=None, class_names=None,
+    estimator=None, class_names=None, over: str = "items", groups=None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Per-item metrics and their summary for the deterministic (or, with ``estimator``, MC-dropout
     averaged) prediction.
@@ -65,13 +65,20 @@ def evaluate(
     specificity of the argmax (per class too when C > 2, see
     :func:`activeseg.metrics.segmentation_metrics`); with ``class_names`` naming a nucleus class
     (``interior`` or ``nucleus``, and optionally ``boundary``) also instance F1 at IoU ≥ 0.5 and AJI
-    (:mod:`activeseg.instances`). The summary is the mean over items. Classification (targets ``[N]``):
-    per-item accuracy; the summary adds ``error`` and the macro one-vs-rest ``auc``.
+    (:mod:`activeseg.instances`). The summary is the mean over items; with ``over="volume"`` its
+    segmentation metrics are instead those of the items taken together, per group (``groups``: one name per
+    item, e.g. its source; None: one group) and averaged over groups, each group's own under
+    ``<metric>@<group>`` when there are several (:func:`activeseg.metrics.pooled_metrics`). Classification
+    (targets ``[N]``): per-item accuracy; the summary adds ``error`` and the macro one-vs-rest ``auc``.
 
     Returns:
         (per-item metric arrays, summary of floats).
     """
     classify = task_of(targets) == "classification"
+    if over not in ("items", "volume") or (classify and over == "volume"):
+        raise ValueError(f"eval_over '{over}' is not one of items, volume" if over != "volume" else
+                         "eval_over = volume scores segmentation items together as one region; a classification "
+                         "task is scored item by item: set eval_over = items")
     probs = predict(model, images, batch_size or (128 if classify else 32), device, estimator)
     if classify:
         return classification_metrics(probs, targets)
@@ -82,7 +89,13 @@ def evaluate(
         from activeseg.instances import instance_metrics
 
         per_item.update(instance_metrics(pred, targets, interior=nuclei[0], boundary=nuclei[1]))
-    return per_item, mean_metrics(per_item)
+    summary = mean_metrics(per_item)
+    if over == "volume":
+        pooled, own = pooled_metrics(pred, targets, probs.shape[1], groups, class_names=class_names)
+        summary.update(pooled)
+        if len(own) > 1:
+            summary.update({f"{m}@{g}": v for g, values in own.items() for m, v in values.items()})
+    return per_item, summary
 
 
 def instance_classes(class_names) -> tuple[int, int | None] | None:
@@ -173,7 +186,7 @@ def fit(
                 ema.update(model)
             if (cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == steps:
                 with ema.swapped(model) if ema is not None else contextlib.nullcontext():
-                    score = evaluate(model, val_images, val_targets, device=device)[1][metric]
+                    score = evaluate(model, val_images, val_targets, device=device, over=cfg.eval_over)[1][metric]
                 best.history.append({"step": step, "loss": float(loss.detach()), f"val_{metric}": score})
                 if keep_last and step == steps:
                     best.best_val, best.best_step = score, step

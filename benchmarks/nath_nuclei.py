@@ -199,6 +199,7 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
         + ("their hippocampus MRIs of many subjects against one atlas-labelled brain here." if recipe == "3d" else
            "another dataset and 3-D."),
         "",
+        *([volume_note(ref), ""] if recipe == "3d" else []),
         "| method | seeds | best val Dice | its test Dice | % data | training-set size | p vs Random Delete "
         "| paper (hippocampus) |",
         "|---|---|---|---|---|---|---|---|",
@@ -225,6 +226,19 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
     ])
     (results / f"{name}.md").write_text(md)
     return doc
+
+
+def volume_note(refs: list[dict]) -> str:
+    """How the 3-D recipe scores its held-out slabs, with the full-pool reference's Dice per structure."""
+    names = ("hippocampus", "amygdala", "parahippocampal")
+    per_class = ", ".join(f"{c} {_ms([r[f'test_dice_{c}'] for r in refs], 3)}" for c in names
+                          if refs and all(f"test_dice_{c}" in r for r in refs))
+    return ("Dice here: each held-out slab (validation: the inferior half of the other hemisphere; test: its superior "
+            "half) is scored as one region, each class over all its voxels (`eval_over = \"volume\"`), and Dice is "
+            "the mean over the three structures"
+            + (f"; the full-pool reference's test Dice per structure: {per_class}" if per_class else "")
+            + ". The p column pairs per-patch Dice, in which a patch without a structure scores 1 for it whatever "
+            "the model does: secondary.")
 
 
 ERRATUM = """**Erratum (2026-12-04, issue 18 §2).** In this study the Epistemic+MI No Delete arm could never re-pick a

@@ -134,3 +134,41 @@ def test_propose_regions_takes_the_geometry_from_the_config_and_scores_images_of
         engine.propose(model, squares.images[8:], squares.images[:8], 2, seed=7)
     with pytest.raises(ValueError, match="picks whole items"):
         Engine(CFG).propose_regions(model, images, done, 2, seed=7)
+
+
+class Threshold(torch.nn.Module):
+    """Foreground where the image is brighter than 0.5: a model whose predictions are known."""
+
+    def forward(self, x):
+        return torch.cat([0.5 - x, x - 0.5], 1) * 20
+
+
+def test_volume_evaluation_scores_each_sources_items_together(squares, monkeypatch):
+    import activeseg.train as train_mod
+    from activeseg.metrics import pooled_metrics
+
+    idx = np.arange(8, 16)
+    images = squares.images.copy()
+    images[idx[::2], 0, :4] = 0.9  # false foreground in half the items: the pooled and per-item Dice differ
+    two = ImageDataset(images, squares.targets, [f"{'a' if i < 12 else 'b'}_{i}" for i in range(16)], np.arange(16))
+    model = Threshold()
+    volume = Engine(CFG.replace(eval_over="volume"))
+    per_item, summary = volume.evaluate(model, two, idx, seed=0)
+    items_per_item, items = Engine(CFG).evaluate(model, two, idx, seed=0)
+    np.testing.assert_array_equal(per_item["dice"], items_per_item["dice"])  # per item: the same either way
+    pred, target = (images[idx, 0] > 0.5).astype(int), squares.targets[idx]
+    own = {s: pooled_metrics(pred[sel], target[sel], 2)[0] for s, sel in (("a", slice(0, 4)), ("b", slice(4, 8)))}
+    assert summary["dice@a"] == pytest.approx(own["a"]["dice"]) and summary["miou@b"] == pytest.approx(own["b"]["miou"])
+    assert summary["dice"] == pytest.approx((own["a"]["dice"] + own["b"]["dice"]) / 2)
+    assert items["dice"] == pytest.approx((per_item["dice"][:4].mean() + per_item["dice"][4:].mean()) / 2)
+    assert abs(summary["dice"] - items["dice"]) > 0.01
+    one = volume.evaluate(model, squares, idx, seed=0)[1]  # one source: all the items as one region
+    assert one["dice"] == pytest.approx(pooled_metrics(squares.images[idx, 0] > 0.5, target, 2)[0]["dice"])
+    # training validates the same way
+    seen = []
+    evaluate = train_mod.evaluate
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: seen.append(k["over"]) or evaluate(*a, **k))
+    volume.fit(squares, np.arange(8), idx, seed=3)
+    assert seen and set(seen) == {"volume"}
+    with pytest.raises(ValueError, match="eval_over 'tiles' is not one of items, volume"):
+        Engine(CFG.replace(eval_over="tiles")).evaluate(model, squares, idx, seed=0)

@@ -218,3 +218,27 @@ def test_by_source_weights_sources_equally():
     equal, own = by_source({"dice": np.array([1.0, 1.0, 1.0, 0.0])}, ["a", "a", "a", "b"])
     assert own == {"a": {"dice": 1.0}, "b": {"dice": 0.0}}
     assert equal["dice"] == 0.5  # not 0.75, the mean over items
+
+
+def test_pooled_metrics_score_the_tiles_of_a_region_as_one():
+    from activeseg.metrics import pooled_metrics
+
+    # three 1×4 tiles of one region: two hold nothing (each tile's Dice is 1 there), one holds a 4-pixel structure
+    # of which the model finds 2 and adds 2 false pixels in an empty tile
+    target = np.array([[[0, 0, 0, 0]], [[0, 0, 0, 0]], [[1, 1, 1, 1]]])
+    pred = np.array([[[0, 0, 0, 0]], [[1, 1, 0, 0]], [[1, 1, 0, 0]]])
+    assert segmentation_metrics(pred, target)["dice"].tolist() == [1.0, 0.0, 2 * 2 / (2 * 2 + 0 + 2)]
+    pooled, own = pooled_metrics(pred, target, 2)
+    assert pooled["dice"] == own["0"]["dice"] == 2 * 2 / (2 * 2 + 2 + 2)  # tp 2, fp 2, fn 2 over the region
+    assert pooled["iou"] == 2 / 6 and pooled["sensitivity"] == 0.5 and pooled["specificity"] == 6 / 8
+
+
+def test_pooled_metrics_per_group_weigh_groups_equally_and_skip_the_ignore_value():
+    from activeseg.metrics import pooled_metrics
+
+    target = np.array([[1, 1], [1, 255], [1, 0]])
+    pred = np.array([[1, 1], [1, 0], [0, 0]])
+    pooled, own = pooled_metrics(pred, target, 2, groups_N=["a", "a", "b"])
+    assert own["a"]["dice"] == 1.0  # the pixel under 255 counts nowhere
+    assert own["b"]["dice"] == 0.0
+    assert pooled["dice"] == 0.5

@@ -25,6 +25,17 @@ def test_the_hippocampus_patches_split_by_hemisphere(hippocampus):
     for idx in (pool, ds.official_val, ds.official_test):  # every part holds some hippocampus
         assert (ds.targets[idx] == 1).any()
     assert 0.0 <= ds.images.min() and ds.images.max() <= 1.0
+    from activeseg.data.brain import BRAIN_FILES, _labels
+    from activeseg.data.fetch import fetch_files
+    from activeseg.data.volumes import read_volume
+
+    aal = _labels(read_volume(fetch_files(BRAIN_FILES, "brain", quiet=True)["aal"], labels=True).data)
+    fg = (ds.targets > 0).sum((1, 2, 3))
+    for i in (pool[fg[pool].argmax()], held[fg[held].argmax()]):  # the held-out tiles are mirrored left-right
+        d0, h0, w0, d1, h1, w1 = ds.boxes[i]
+        tile = aal[d0:d1, h0:h1, w0:w1]
+        assert not np.array_equal(tile, tile[..., ::-1])
+        np.testing.assert_array_equal(ds.targets[i], tile[..., ::-1] if i in held else tile)
 
 
 def test_two_rounds_in_3d_write_a_ledger_and_volume_heatmaps(hippocampus, tmp_path):

@@ -10,8 +10,13 @@ One subject: the pool and the held-out parts are split in space, by hemisphere. 
 temporal lobes (D 24-104, H 64-160, W 24-160 in voxels; D = inferior → superior, H = posterior → anterior,
 W = right → left in the file's axes) is cut into ``patch_size``³ tiles; the tiles of the hemisphere with
 W < 88 form the pool, those with W ≥ 96 (an 8-voxel guard band at the midline) the validation (inferior
-half) and test (superior half) sets. It is a demonstration of the 3-D pipeline on real anatomy, not a
-label-efficiency benchmark: one brain, one atlas.
+half) and test (superior half) sets. The held-out tiles are mirrored left–right (along W), so that both
+parts show the medial temporal lobe the same way round, as registering the other hemisphere onto the first
+would: a U-Net trained on one hemisphere's tiles meets the other's mirror image otherwise, and with 16-voxel
+tiles it did not carry over (full-pool test Dice 0.09 unmirrored, 0.24 mirrored: one U-Net, 600 steps, no
+augmentation).
+Their ``boxes`` stay where the tiles lie in the brain. It is a demonstration of the 3-D pipeline on real
+anatomy, not a label-efficiency benchmark: one brain, one atlas.
 
 References:
     Holmes et al. Enhancement of MR images using registration for signal averaging. JCAT 1998 (Colin27).
@@ -71,8 +76,9 @@ def load_hippocampus(patch_size: int = 16, quiet: bool = False) -> ImageDataset:
             for h in _tiles(*BOX["h"], p):
                 for w in _tiles(w_lo, w_hi, p):
                     box = (slice(d, d + p), slice(h, h + p), slice(w, w + p))
-                    images.append(image[box][None])
-                    targets.append(labels[box])
+                    mirror = slice(None, None, -1 if side == "held" else 1)
+                    images.append(image[box][None, ..., mirror])
+                    targets.append(labels[box][..., mirror])
                     ids.append(f"colin27_d{d:03d}_h{h:03d}_w{w:03d}")
                     boxes.append((d, h, w, d + p, h + p, w + p))
                     held = side == "held"

@@ -258,7 +258,7 @@ def fit_svgd(
             opt.step()
             schedule.step()
             if (cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == steps:
-                score = evaluate(committee, val_images, val_targets, device=device)[1][metric]
+                score = evaluate(committee, val_images, val_targets, device=device, over=cfg.eval_over)[1][metric]
                 theta = torch.stack([_flat(ps).detach() for ps in params])
                 best.history.append({"step": step, "loglik_per_item": float(np.mean(logliks)),
                                      f"val_{metric}": score, "particle_spread": float(theta.std(0).mean()),
@@ -315,6 +315,6 @@ def fit_committee(
             x, y = images[resample], targets[resample]
         results.append(fit(m, x, y, val_images, val_targets, cfg, gen, device, num_classes=num_classes))
     metric = PRIMARY_METRIC[task_of(targets)]
-    score = evaluate(Committee(members), val_images, val_targets, device=device)[1][metric]
+    score = evaluate(Committee(members), val_images, val_targets, device=device, over=cfg.eval_over)[1][metric]
     return FitResult(best_val=score, best_step=int(np.median([r.best_step for r in results])), metric=metric,
                      members=[{"best_step": r.best_step, f"best_val_{metric}": r.best_val} for r in results])
