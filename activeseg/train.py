@@ -75,9 +75,10 @@ def evaluate(
         (per-item metric arrays, summary of floats).
     """
     classify = task_of(targets) == "classification"
-    if over not in ("items", "volume") or (classify and over == "volume"):
-        raise ValueError(f"eval_over '{over}' is not one of items, volume" if over != "volume" else
-                         "eval_over = volume scores segmentation items together as one region; a classification "
+    if over not in ("items", "volume"):
+        raise ValueError(f"eval_over '{over}' is not one of items, volume")
+    if classify and over == "volume":
+        raise ValueError("eval_over = volume scores segmentation items together as one region; a classification "
                          "task is scored item by item: set eval_over = items")
     probs = predict(model, images, batch_size or (128 if classify else 32), device, estimator)
     if classify:
@@ -220,7 +221,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     choices = {"checkpoint": ("best", "last"), "train_precision": ("float32", "bfloat16", "float16"),
                "optimizer": ("adam", "adamw"), "lr_schedule": ("constant", "cosine"),
                "augment_style": tuple(AUGMENTATIONS), "weight_decay_on": ("all", "hidden_dense"),
-               "epoch_rule": ("items", "passes")}
+               "epoch_rule": ("items", "passes"), "eval_over": ("items", "volume")}
     for key, valid in choices.items():
         if getattr(cfg, key) not in valid:
             raise ValueError(f"{key} '{getattr(cfg, key)}' is not one of {', '.join(valid)}")

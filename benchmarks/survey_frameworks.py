@@ -171,8 +171,9 @@ def section(title: str, runs_dir: Path, report: str, host: str, budget: str, tar
         return [f"## {title}", "", "No seed has every arm finished yet."], {"seeds": []}
     summary = summarize(runs, target=target, budget=budget, extra_fractions=SEG_FRACTIONS)
     plot_learning_curves(runs, RESULTS / f"{report}.png", metric=summary["metric"], x=budget)
+    fractions = ", ".join(f"{f:.0%}" for f in SEG_FRACTIONS)
     secondary = "" if target is not None else (
-        " Targets: 95% of each seed's full-pool reference (primary), then 90%, 85%, 80% (secondary; 85% and 80% "
+        f" Targets: 95% of each seed's full-pool reference (primary), then {fractions} (secondary; 85% and 80% "
         "added after no arm reached 90% within the budget).")
     md = [f"## {title}", "", f"Seeds with every arm finished: {', '.join(map(str, seeds))}.{secondary}", "",
           to_markdown(summary), "", f"![test score against {budget}]({report}.png)", ""]
