@@ -14,8 +14,9 @@ half) and test (superior half) sets. The held-out tiles are mirrored left–righ
 parts show the medial temporal lobe the same way round, as registering the other hemisphere onto the first
 would: a U-Net trained on one hemisphere's tiles meets the other's mirror image otherwise, and with 16-voxel
 tiles it did not carry over (full-pool test Dice 0.09 unmirrored, 0.24 mirrored: one U-Net, 600 steps, no
-augmentation; a one-off check of 2026-12-07, not a committed benchmark). Their ``boxes`` stay where the tiles lie in the brain. It is a demonstration of the 3-D
-pipeline on real anatomy, not a label-efficiency benchmark: one brain, one atlas.
+augmentation; a one-off check of 2026-12-07, not a committed benchmark). Their ``boxes`` stay where the
+tiles lie in the brain. It is a demonstration of the 3-D pipeline on real anatomy, not a label-efficiency
+benchmark: one brain, one atlas.
 
 References:
     Holmes et al. Enhancement of MR images using registration for signal averaging. JCAT 1998 (Colin27).
