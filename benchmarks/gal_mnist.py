@@ -273,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
 
     written_on = None
     if not args.results_only:
-        from activeseg.simulate import simulate
+        from activeseg.simulate import set_threads, simulate
 
+        if args.threads:
+            set_threads(args.threads)  # before describe(): the host line names and measures the runs' threads
         host = host_line(describe())
         cfg = load_config(ROOT / "configs" / config)
         start = time.time()

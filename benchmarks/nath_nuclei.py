@@ -295,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.results_only:
         from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
 
-        from activeseg.simulate import simulate
+        from activeseg.simulate import set_threads, simulate
 
+        if args.threads:
+            set_threads(args.threads)  # before describe(): the host line names and measures the runs' threads
         host = host_line(describe())
         start = time.time()
         invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0, "config": config})
