@@ -36,6 +36,7 @@ from activeseg.metrics import classification_metrics, mean_metrics, pooled_metri
 from activeseg.uncertainty.dropout import seeded_dropout
 
 PRIMARY_METRIC = {"segmentation": "dice", "classification": "accuracy"}
+EVAL_OVER = ("items", "volume")  # score each item, or the evaluated items together as one region
 """The validation metric that picks the checkpoint, per task."""
 
 __all__ = ["PRIMARY_METRIC", "FitResult", "TrainConfig", "dropout_generator", "evaluate", "fit", "predict",
@@ -75,8 +76,8 @@ def evaluate(
         (per-item metric arrays, summary of floats).
     """
     classify = task_of(targets) == "classification"
-    if over not in ("items", "volume"):
-        raise ValueError(f"eval_over '{over}' is not one of items, volume")
+    if over not in EVAL_OVER:
+        raise ValueError(f"eval_over '{over}' is not one of {', '.join(EVAL_OVER)}")
     if classify and over == "volume":
         raise ValueError("eval_over = volume scores segmentation items together as one region; a classification "
                          "task is scored item by item: set eval_over = items")
@@ -221,7 +222,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     choices = {"checkpoint": ("best", "last"), "train_precision": ("float32", "bfloat16", "float16"),
                "optimizer": ("adam", "adamw"), "lr_schedule": ("constant", "cosine"),
                "augment_style": tuple(AUGMENTATIONS), "weight_decay_on": ("all", "hidden_dense"),
-               "epoch_rule": ("items", "passes"), "eval_over": ("items", "volume")}
+               "epoch_rule": ("items", "passes"), "eval_over": EVAL_OVER}
     for key, valid in choices.items():
         if getattr(cfg, key) not in valid:
             raise ValueError(f"{key} '{getattr(cfg, key)}' is not one of {', '.join(valid)}")

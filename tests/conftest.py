@@ -1,4 +1,8 @@
-"""Shared fixtures: a small U-Net factory, a small run config, the real nuclei and MNIST data, a lab folder."""
+"""Shared fixtures: a small U-Net factory, a small run config, the real nuclei and MNIST data, a lab folder;
+and ``load_benchmark``, the module of a script under ``benchmarks/``."""
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +125,12 @@ def three_class_folder(lab_folder):
         return images, masks
 
     return make
+
+
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import small_mnist
+from conftest import load_benchmark, small_mnist
 
 from activeseg.config import SimConfig
 from activeseg.data import load_dataset
@@ -103,18 +103,6 @@ def test_report_will_not_mix_tasks(mnist, tmp_path):
 # ---------------------------------------------------------------- the Gal et al. preset and benchmark
 
 
-def _benchmark(name: str = "gal_mnist"):
-    """The module of ``benchmarks/<name>.py``."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gal_preset_runs_on_real_mnist(mnist, tmp_path):
     from pathlib import Path
 
@@ -133,7 +121,7 @@ def test_gal_preset_runs_on_real_mnist(mnist, tmp_path):
 
 
 def test_gal_benchmark_counts_acquisitions_to_the_error_targets():
-    bench = _benchmark()
+    bench = load_benchmark("gal_mnist")
 
     def recs(errors):
         return [{"n_annotations": 20 + 10 * i, "test": {"error": e}} for i, e in enumerate(errors)]
@@ -174,7 +162,7 @@ def test_mc_dropout_test_predictions(mnist, tmp_path):
 def test_gal_benchmark_reads_the_mean_curve_as_the_paper_reads_averaged_curves():
     from types import SimpleNamespace
 
-    bench = _benchmark()
+    bench = load_benchmark("gal_mnist")
 
     def run(errors):
         return SimpleNamespace(records=[{"n_annotations": 20 + 10 * i, "test": {"error": e}}
@@ -192,7 +180,7 @@ def test_survey_adopts_only_the_runs_that_its_own_ledgers_agree_with(tmp_path):
     import json
     from pathlib import Path
 
-    survey = _benchmark("survey_frameworks")
+    survey = load_benchmark("survey_frameworks")
 
     def write(folder: Path, rows: list[dict]):
         folder.mkdir(parents=True)

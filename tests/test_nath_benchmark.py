@@ -1,16 +1,9 @@
 """``benchmarks/nath_nuclei.py``'s table of what the queried patches held, on hand-made ledgers."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-
-def _nath():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "nath_nuclei.py"
-    spec = importlib.util.spec_from_file_location("nath_nuclei_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def _run(folder: Path, strategy: str, seed: int, rounds: list[list[tuple[int, float]]]) -> None:
@@ -23,7 +16,7 @@ def _run(folder: Path, strategy: str, seed: int, rounds: list[list[tuple[int, fl
 
 
 def test_the_picks_table_counts_each_queried_patch_once_and_background_as_empty(tmp_path):
-    nath = _nath()
+    nath = load_benchmark("nath_nuclei")
     # random, Delete: seed 0 picks 2 structures of 4 (costs 10, 30), seed 1 one of 4 (cost 8)
     _run(tmp_path / "delete" / "random" / "seed_0", "random", 0, [[(1, 10), (2, 0)], [(3, 30), (4, 0)]])
     _run(tmp_path / "delete" / "random" / "seed_1", "random", 1, [[(5, 0), (6, 0)], [(7, 8), (8, 0)]])
