@@ -165,10 +165,12 @@ def _cell(values: list, digits: int = 0) -> str:
     return text
 
 
-def write_results(out: Path, invocations: list[dict], recipe: str = "ours", host: str | None = None,
-                  written_on: str | None = None) -> dict:
-    """The results files from the ledgers; ``host`` names the machine the runs ran on, ``written_on`` the one
-    writing the file (for runs whose host was not recorded)."""
+def write_results(out: Path, invocations: list[dict], recipe: str = "ours", written_on: str | None = None) -> dict:
+    """The results files from the ledgers; each invocation's ``host`` names the machine its runs ran on,
+    ``written_on`` the one writing the file (for runs whose host was not recorded)."""
+    from machine import hosts_line
+
+    host = hosts_line(invocations) if any(inv.get("host") for inv in invocations) else None
     config, _, name, strategies = RECIPES[recipe]
     table = collect(out, strategies)
     doc = {
@@ -185,7 +187,7 @@ def write_results(out: Path, invocations: list[dict], recipe: str = "ours", host
     balance = pick_balance(out, strategies)
     doc["pick_balance"] = balance
     if host:
-        doc["host"] = host
+        doc["hosts"] = host
     if written_on:
         doc["written_on"] = written_on
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -239,7 +241,7 @@ def write_results(out: Path, invocations: list[dict], recipe: str = "ours", host
         f"Wall time: {hours:.2f} h over {len(invocations)} invocation(s) of `python benchmarks/gal_mnist.py"
         f"{' --recipe reference' if recipe == 'reference' else ''}`; {core_hours:.2f} core-hours of rounds "
         "(training, evaluation, scoring).",
-        f"Host of the runs: {host}." if host else
+        f"Hosts of the runs: {host}." if host else
         f"Host of the runs: not recorded (they predate the host line); this file was written on {written_on}.",
         "",
         *PROTOCOL[recipe],
@@ -269,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
 
     invocations = saved.get("invocations", [])
-    host = saved.get("host") or (host_line(saved["machine"]) if saved.get("machine") else None)
+    earlier = saved.get("host") or (host_line(saved["machine"]) if saved.get("machine") else None)
+    for inv in invocations:  # files written before each invocation named its host had one host for all
+        inv.setdefault("host", earlier)
 
     written_on = None
     if not args.results_only:
@@ -277,11 +281,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads:
             set_threads(args.threads)  # before describe(): the host line names and measures the runs' threads
-        host = host_line(describe())
         cfg = load_config(ROOT / "configs" / config)
         start = time.time()
         deadline = start + 3600 * args.hours
-        invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0})
+        invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0,
+                            "host": host_line(describe())})
         for stage in STAGES:
             if time.time() >= deadline:
                 break
@@ -289,14 +293,14 @@ def main(argv: list[str] | None = None) -> int:
             results = simulate(cfg, strategies, list(range(args.seeds)), out, workers=args.workers, resume=True,
                                quiet=False, until_round=stage, deadline=deadline, threads=args.threads)
             invocations[-1]["hours"] = round((time.time() - start) / 3600, 3)
-            write_results(out, invocations, args.recipe, host, written_on)
+            write_results(out, invocations, args.recipe, written_on)
             failed = [r for r in results if r[2]]
             if failed:
                 print(f"{name}: {len(failed)} run(s) failed; see the errors above", flush=True)
                 return 1
-    if host is None:
+    if not any(inv.get("host") for inv in invocations):
         written_on = host_line(describe())
-    doc = write_results(out, invocations, args.recipe, host, written_on)
+    doc = write_results(out, invocations, args.recipe, written_on)
     print((RESULTS / f"{name}.md").read_text())
     return 0 if all(all(d == 101 for d in v) for v in doc["rounds_done"].values()) else 2
 

@@ -53,3 +53,19 @@ def host_line(machine: dict) -> str:
     peaks = ", ".join(f"{k} {v}" for k, v in machine.get("matmul_gflops", {}).items())
     return (f"{machine.get('model')} (flags: {', '.join(machine.get('flags', [])) or 'none'}), "
             f"{machine.get('threads')} torch thread(s), `torch.mm` peak GFLOP/s: {peaks or 'not measured'}")
+
+
+def hosts_line(invocations: list[dict]) -> str:
+    """The hosts of a resumable study's invocations (each record's ``host``, a :func:`host_line`), numbered
+    from 1, with consecutive invocations on the same line merged: a study resumed over several sessions may
+    have run on several machines, and its timings mix them."""
+    groups: list[list] = []  # [first, last, line]
+    for i, inv in enumerate(invocations, 1):
+        line = inv.get("host") or "not recorded (before the host line)"
+        if groups and groups[-1][2] == line:
+            groups[-1][1] = i
+        else:
+            groups.append([i, i, line])
+    if len(groups) == 1:
+        return groups[0][2]
+    return "; ".join(f"invocation {a}: {line}" if a == b else f"invocations {a}–{b}: {line}" for a, b, line in groups)

@@ -143,8 +143,10 @@ def _p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESULTS, recipe: str = "committed",
-                  host: str | None = None) -> dict:
+def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESULTS, recipe: str = "committed") -> dict:
+    from machine import hosts_line  # benchmarks/ is on sys.path when run as a script
+
+    host = hosts_line(invocations) if any(inv.get("host") for inv in invocations) else None
     _, strategies, name, _ = RECIPES[recipe]
     doc = table(out, cfg)
     doc["invocations"] = invocations
@@ -154,7 +156,7 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
     committee = {"svgd": "SVGD", "ensemble": "deep ensemble", "bootstrap": "bootstrap"}.get(cfg.estimator,
                                                                                           cfg.estimator)
     if host:
-        doc["host"] = host
+        doc["hosts"] = host
     (results / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     runs = []
     for mode in MODES:
@@ -215,7 +217,7 @@ def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESUL
         + f", the committee's mean prediction evaluated. Wall time {hours:.2f} h over "
         f"{len(invocations)} invocation(s) of `python benchmarks/nath_nuclei.py` on 2 CPU cores.",
         "",
-        f"Host: {host}." if host else "Host: not recorded (these runs predate the host line).",
+        f"Hosts: {host}." if host else "Host: not recorded (these runs predate the host line).",
         "",
         *(picks_table(out, strategies) if recipe == "3d" else []),
         *seed_level,
@@ -325,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = Path(args.results_dir)
     previous = results_dir / f"{name}.json"
     saved = json.loads(previous.read_text()) if previous.exists() else {}
-    invocations, host = saved.get("invocations", []), saved.get("host")
+    invocations = saved.get("invocations", [])
+    for inv in invocations:  # files written before each invocation named its host had one host for all
+        inv.setdefault("host", saved.get("host"))
     if not args.results_only:
         from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
 
@@ -333,9 +337,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads:
             set_threads(args.threads)  # before describe(): the host line names and measures the runs' threads
-        host = host_line(describe())
         start = time.time()
-        invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0, "config": config})
+        invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hours": 0.0, "config": config,
+                            "host": host_line(describe())})
         seeds = list(range(args.seeds))
         for stage in sorted({max(1, cfg.rounds // 2), cfg.rounds}):  # both modes advance together
             for mode in MODES:
@@ -350,11 +354,11 @@ def main(argv: list[str] | None = None) -> int:
                 results = simulate(mode_cfg, strategies, seeds, out / mode, workers=args.workers, resume=True,
                                    until_round=stage, deadline=start + 3600 * args.hours, threads=args.threads)
                 invocations[-1]["hours"] = round((time.time() - start) / 3600, 3)
-                write_results(out, invocations, cfg, results_dir, args.recipe, host)
+                write_results(out, invocations, cfg, results_dir, args.recipe)
                 if any(r[2] for r in results):
                     print(f"{name}: some runs failed; see the errors above", flush=True)
                     return 1
-    write_results(out, invocations, cfg, results_dir, args.recipe, host)
+    write_results(out, invocations, cfg, results_dir, args.recipe)
     print((results_dir / f"{name}.md").read_text())
     return 0
 
