@@ -36,8 +36,8 @@ from activeseg.metrics import classification_metrics, mean_metrics, pooled_metri
 from activeseg.uncertainty.dropout import seeded_dropout
 
 PRIMARY_METRIC = {"segmentation": "dice", "classification": "accuracy"}
-EVAL_OVER = ("items", "volume")  # score each item, or the evaluated items together as one region
 """The validation metric that picks the checkpoint, per task."""
+EVAL_OVER = ("items", "volume")  # score each item, or the evaluated items together as one region
 
 __all__ = ["PRIMARY_METRIC", "FitResult", "TrainConfig", "dropout_generator", "evaluate", "fit", "predict",
            "training_batches"]

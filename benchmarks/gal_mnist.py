@@ -170,7 +170,7 @@ def write_results(out: Path, invocations: list[dict], recipe: str = "ours", writ
     ``written_on`` the one writing the file (for runs whose host was not recorded)."""
     from machine import hosts_line
 
-    host = hosts_line(invocations) if any(inv.get("host") for inv in invocations) else None
+    host = hosts_line(invocations)
     config, _, name, strategies = RECIPES[recipe]
     table = collect(out, strategies)
     doc = {
@@ -268,12 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or RESULTS / runs_dir)
     previous = RESULTS / f"{name}.json"
     saved = json.loads(previous.read_text()) if previous.exists() else {}
-    from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
+    from machine import describe, host_line, hosts_line, saved_invocations  # benchmarks/ is on sys.path
 
-    invocations = saved.get("invocations", [])
-    earlier = saved.get("host") or (host_line(saved["machine"]) if saved.get("machine") else None)
-    for inv in invocations:  # files written before each invocation named its host had one host for all
-        inv.setdefault("host", earlier)
+    invocations = saved_invocations(saved)
 
     written_on = None
     if not args.results_only:
@@ -298,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             if failed:
                 print(f"{name}: {len(failed)} run(s) failed; see the errors above", flush=True)
                 return 1
-    if not any(inv.get("host") for inv in invocations):
+    if hosts_line(invocations) is None:
         written_on = host_line(describe())
     doc = write_results(out, invocations, args.recipe, written_on)
     print((RESULTS / f"{name}.md").read_text())

@@ -55,10 +55,22 @@ def host_line(machine: dict) -> str:
             f"{machine.get('threads')} torch thread(s), `torch.mm` peak GFLOP/s: {peaks or 'not measured'}")
 
 
-def hosts_line(invocations: list[dict]) -> str:
+def saved_invocations(saved: dict) -> list[dict]:
+    """The invocation records of a study's saved results, each with its ``host``: a file written before each
+    invocation named its host had one host line (or machine block) for all of them."""
+    earlier = saved.get("host") or (host_line(saved["machine"]) if saved.get("machine") else None)
+    invocations = saved.get("invocations", [])
+    for inv in invocations:
+        inv.setdefault("host", earlier)
+    return invocations
+
+
+def hosts_line(invocations: list[dict]) -> str | None:
     """The hosts of a resumable study's invocations (each record's ``host``, a :func:`host_line`), numbered
     from 1, with consecutive invocations on the same line merged: a study resumed over several sessions may
-    have run on several machines, and its timings mix them."""
+    have run on several machines, and its timings mix them. None when no invocation names its host."""
+    if not any(inv.get("host") for inv in invocations):
+        return None
     groups: list[list] = []  # [first, last, line]
     for i, inv in enumerate(invocations, 1):
         line = inv.get("host") or "not recorded (before the host line)"

@@ -146,7 +146,7 @@ def _p(p) -> str:
 def write_results(out: Path, invocations: list[dict], cfg, results: Path = RESULTS, recipe: str = "committed") -> dict:
     from machine import hosts_line  # benchmarks/ is on sys.path when run as a script
 
-    host = hosts_line(invocations) if any(inv.get("host") for inv in invocations) else None
+    host = hosts_line(invocations)
     _, strategies, name, _ = RECIPES[recipe]
     doc = table(out, cfg)
     doc["invocations"] = invocations
@@ -327,9 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = Path(args.results_dir)
     previous = results_dir / f"{name}.json"
     saved = json.loads(previous.read_text()) if previous.exists() else {}
-    invocations = saved.get("invocations", [])
-    for inv in invocations:  # files written before each invocation named its host had one host for all
-        inv.setdefault("host", saved.get("host"))
+    from machine import saved_invocations  # benchmarks/ is on sys.path when run as a script
+
+    invocations = saved_invocations(saved)
     if not args.results_only:
         from machine import describe, host_line  # benchmarks/ is on sys.path when run as a script
 

@@ -15,3 +15,12 @@ def test_hosts_line_numbers_the_invocations_and_merges_runs_of_one_host():
     # a host that comes back after another is named again, in order
     assert machine.hosts_line([{"host": amd}, {"host": xeon}, {"host": amd}]) == (
         f"invocation 1: {amd}; invocation 2: {xeon}; invocation 3: {amd}")
+    # no invocation names its host: None, so the file says the runs predate the host line
+    assert machine.hosts_line([{}, {"host": None}]) is None
+
+
+def test_saved_invocations_give_an_older_file_s_one_host_to_each_invocation_and_keep_their_own():
+    machine = load_benchmark("machine")
+    saved = {"host": "AMD EPYC", "invocations": [{"hours": 1.0}, {"hours": 0.5, "host": "Intel Xeon"}]}
+    assert [inv["host"] for inv in machine.saved_invocations(saved)] == ["AMD EPYC", "Intel Xeon"]
+    assert machine.saved_invocations({}) == []
